@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Fine-tune (or train from scratch) a CTC model to recognise spoken drug names.
+
+    python run_ctc.py recipes/quickstart.json
+    accelerate launch run_ctc.py recipes/hubert.json
+
+A recipe is one JSON file holding the fields of `ModelArguments`, `DataTrainingArguments`
+and `transformers.TrainingArguments`. The steps below follow Hugging Face's
+`run_speech_recognition_ctc.py`; the work itself lives in the `s2t_hf` package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import datasets
+import transformers
+from transformers import AutoConfig, AutoModelForCTC, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from s2t_hf.augmentation import build_augmenter
+from s2t_hf.collator import DataCollatorCTCWithPadding
+from s2t_hf.data import build_corpus, prepare_for_training
+from s2t_hf.lexicon import DEFAULT_LEXICON, load_lexicon
+from s2t_hf.metrics import build_compute_metrics
+from s2t_hf.ranking import CTCRanker
+from s2t_hf.report import write_report
+from s2t_hf.trainer import CTCTrainer
+from s2t_hf.vocabulary import build_processor, encode_labels
+
+logger = logging.getLogger("run_ctc")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub id or local folder of a pretrained model. Leave unset to train `model_type` from scratch."},
+    )
+    model_type: str = field(
+        default="mel-conformer-ctc",
+        metadata={"help": "Architecture to build from scratch when model_name_or_path is unset (any AutoConfig model type with a CTC head)."},
+    )
+    config_overrides: Optional[Union[dict, str]] = field(
+        default=None,
+        metadata={"help": "Config fields to set on the model, e.g. {\"hidden_size\": 144, \"num_hidden_layers\": 8}."},
+    )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata={"help": "Freeze the convolutional feature encoder of a pretrained model (a model trained from scratch never is)."},
+    )
+    layerdrop: Optional[float] = field(default=None, metadata={"help": "Probability of skipping a transformer layer in training."})
+    ctc_loss_reduction: str = field(default="mean", metadata={"help": "How the CTC loss is reduced: 'mean' or 'sum'."})
+    ctc_zero_infinity: bool = field(
+        default=True, metadata={"help": "Zero infinite CTC losses (a label longer than the clip's frames) instead of failing."}
+    )
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Where pretrained models from the Hub are cached."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model to run its own code. Off unless you trust it."})
+
+
+@dataclass
+class DataTrainingArguments:
+    lexicon: str = field(
+        default=DEFAULT_LEXICON,
+        metadata={"help": "Built-in lexicon ('common', 'generic', 'brand') or a file with one drug name per line."},
+    )
+    max_lexicon_names: Optional[int] = field(default=None, metadata={"help": "Use only the first N names (quick tests)."})
+    voices: list[str] = field(
+        default_factory=lambda: ["espeak-ng:en-us", "espeak-ng:en-gb", "flite:kal16", "flite:slt", "flite:rms", "festival:kal_diphone"],
+        metadata={"help": "Voices to synthesise, as 'engine:voice[@rRATE][@pPITCH]'."},
+    )
+    validation_voices: Optional[list[str]] = field(
+        default=None, metadata={"help": "Speakers ('engine:voice', globs allowed) held out for validation. Default: one per engine."}
+    )
+    test_voices: Optional[list[str]] = field(
+        default=None, metadata={"help": "Speakers held out for the test split. Default: one per engine with 3+ speakers."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed for choosing held-out speakers when none are listed."})
+    data_dir: str = field(default="data/quickstart", metadata={"help": "Where clips, manifest and DatasetDict are cached."})
+    synthesis_workers: Optional[int] = field(default=None, metadata={"help": "Parallel synthesis workers (default: all cores)."})
+    augmentation: Optional[Union[dict, str]] = field(
+        default=None,
+        metadata={"help": "audiomentations transforms applied on the fly to training clips: {\"ClassName\": {kwargs}, ...}."},
+    )
+    max_duration_in_seconds: float = field(default=10.0, metadata={"help": "Drop training clips longer than this."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate on this many validation clips during training (the test split is always used whole)."}
+    )
+    preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
+
+
+def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    return parser.parse_args_into_dataclasses()
+
+
+def main() -> None:
+    started = time.time()
+    # 1. Arguments and logging
+    model_args, data_args, training_args = parse_arguments()
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if last_checkpoint:
+        logger.info("resuming from %s", last_checkpoint)
+
+    # 2. Lexicon, synthetic speech and voice-disjoint splits
+    lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
+    with training_args.main_process_first(desc="synthesis"):
+        splits = build_corpus(
+            lexicon, data_args.voices, data_args.data_dir, data_args.validation_voices, data_args.test_voices,
+            split_seed=data_args.split_seed, num_workers=data_args.synthesis_workers,
+        )
+    if data_args.preprocessing_only:
+        logger.info("data ready in %s", data_args.data_dir)
+        return
+
+    # 3. Processor and model
+    processor = build_processor(lexicon)
+    model_overrides = {
+        "vocab_size": len(processor.tokenizer),
+        "pad_token_id": processor.tokenizer.pad_token_id,
+        "ctc_loss_reduction": model_args.ctc_loss_reduction,
+        "ctc_zero_infinity": model_args.ctc_zero_infinity,
+        **({"layerdrop": model_args.layerdrop} if model_args.layerdrop is not None else {}),
+        **(model_args.config_overrides or {}),
+    }
+    if model_args.model_name_or_path:
+        model = AutoModelForCTC.from_pretrained(
+            model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code,
+            ignore_mismatched_sizes=True, **model_overrides,
+        )
+    else:
+        model = AutoModelForCTC.from_config(AutoConfig.for_model(model_args.model_type, **model_overrides))
+    if model_args.model_name_or_path and model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("model %s: %.2fM parameters, %.2fM trainable", model.config.model_type, model.num_parameters() / 1e6, trainable / 1e6)
+
+    # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly
+    augmenter = build_augmenter(data_args.augmentation)
+    train_dataset = prepare_for_training(
+        splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
+    )
+    eval_dataset = prepare_for_training(splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed)
+    test_dataset = prepare_for_training(splits["test"], processor)
+
+    # 5. Trainer, ranking every lexicon name by CTC likelihood at evaluation
+    ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, [entry.label for entry in lexicon]), processor.tokenizer.pad_token_id)
+    training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column
+    trainer = CTCTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorCTCWithPadding(processor),
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(lexicon, processor.tokenizer),
+        ranker=ranker,
+    )
+
+    # 6. Train
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_model()
+    processor.save_pretrained(training_args.output_dir)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    # 7. Evaluate on validation and on the unseen-voice test split
+    trainer.save_metrics("eval", trainer.evaluate())
+    test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+    test_metrics["wall_time_s"] = round(time.time() - started, 1)
+    trainer.log_metrics("test", test_metrics)
+    trainer.save_metrics("test", test_metrics)
+
+    # 8. Report, model card, Hub
+    if trainer.is_world_process_zero():
+        report = write_report(
+            os.path.join(training_args.output_dir, "report.md"),
+            test_metrics,
+            model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
+            lexicon_size=len(lexicon),
+            split_speakers={name: sorted(set(split["speaker"])) for name, split in splits.items()},
+            split_sizes={name: len(split) for name, split in splits.items()},
+            wall_time_s=test_metrics["wall_time_s"],
+            command=shlex.join(["python", *sys.argv]),
+        )
+        logger.info("report written to %s", report)
+    card = {"tasks": "automatic-speech-recognition", "tags": ["drug-names", "ctc", "s2t-hf"], "finetuned_from": model_args.model_name_or_path}
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    else:
+        trainer.create_model_card(**card)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""s2t-hf: teach speech models to recognise spoken drug names."""
+
+from . import modeling_mel_conformer  # registers the from-scratch model with the Auto classes
+from .lexicon import DrugName, LexiconError, load_lexicon, normalize_name
+from .modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
+from .tts import TTSError, Voice
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DrugName",
+    "LexiconError",
+    "MelConformerConfig",
+    "MelConformerForCTC",
+    "TTSError",
+    "Voice",
+    "load_lexicon",
+    "normalize_name",
+]

@@ -1,0 +1,102 @@
+"""From lexicon and voices to model-ready datasets.
+
+`build_corpus` synthesises (cached) and splits by voice, saving a `DatasetDict` on disk.
+`prepare_for_training` adds token labels and reads audio on the fly, so augmentation draws a
+new variant every epoch and no float copy of the corpus is ever written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from datasets import Audio, Dataset, DatasetDict
+from transformers import Wav2Vec2Processor
+
+from .audio import SAMPLING_RATE, load_audio
+from .augmentation import Augmenter
+from .lexicon import DrugName
+from .splits import assign_speakers, build_dataset_dict
+from .synthesis import synthesize_corpus
+from .tts import Voice
+
+logger = logging.getLogger(__name__)
+
+DATASET_FOLDER = "dataset"
+
+
+def build_corpus(
+    lexicon: list[DrugName],
+    voices: list[str] | list[Voice],
+    data_dir: str | Path,
+    validation_voices: list[str] | None = None,
+    test_voices: list[str] | None = None,
+    split_seed: int = 0,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> DatasetDict:
+    """Synthesise every name with every voice under `data_dir` (reusing clips already there),
+    split by speaker and save the DatasetDict to `data_dir/dataset`."""
+    parsed = [voice if isinstance(voice, Voice) else Voice.parse(voice) for voice in voices]
+    if len(set(parsed)) != len(parsed):
+        raise ValueError("the voice list names a voice twice; list each once")
+    clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
+    assignment = assign_speakers([clip.speaker for clip in clips], validation_voices, test_voices, seed=split_seed)
+    splits = build_dataset_dict(clips, data_dir, assignment)
+    splits.save_to_disk(str(Path(data_dir) / DATASET_FOLDER))
+    return splits
+
+
+class ClipReader:
+    """A `datasets` transform: read each clip, augment it (training only), normalise it.
+
+    Any column other than `audio` passes through, so length lookups stay cheap.
+    """
+
+    def __init__(self, processor: Wav2Vec2Processor, augmenter: Augmenter | None = None):
+        self.feature_extractor = processor.feature_extractor
+        self.augmenter = augmenter
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if "audio" not in batch:
+            return batch
+        values = []
+        for audio in batch.pop("audio"):
+            samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"])
+            if self.augmenter is not None:
+                samples = self.augmenter(samples)
+            values.append(samples)
+        batch["input_values"] = self.feature_extractor(values, sampling_rate=SAMPLING_RATE).input_values
+        return batch
+
+
+def prepare_for_training(
+    dataset: Dataset,
+    processor: Wav2Vec2Processor,
+    augmenter: Augmenter | None = None,
+    max_duration_s: float | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Keep the columns training needs (`audio`, `labels`, `input_length`) and attach a ClipReader."""
+    if max_duration_s is not None:
+        too_long = sum(duration > max_duration_s for duration in dataset["duration"])
+        if too_long:
+            logger.warning("dropped %d clips longer than max_duration_in_seconds=%s", too_long, max_duration_s)
+            dataset = dataset.filter(lambda duration: duration <= max_duration_s, input_columns="duration")
+    if max_samples is not None and max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+    tokenizer = processor.tokenizer
+    dataset = dataset.map(
+        lambda batch: {
+            "labels": tokenizer(batch["label"]).input_ids,
+            "input_length": [round(duration * SAMPLING_RATE) for duration in batch["duration"]],
+        },
+        batched=True,
+        remove_columns=[column for column in dataset.column_names if column != "audio"],
+        desc="tokenising labels",
+    )
+    dataset = dataset.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE, decode=False))
+    dataset.set_transform(ClipReader(processor, augmenter))
+    return dataset

@@ -1,0 +1,37 @@
+"""`CTCTrainer`: a `Trainer` whose evaluation ranks the lexicon for every clip.
+
+Keeping whole logit matrices for a test split would cost memory and lose each clip's true
+length once batches are padded together; ranking inside `prediction_step`, where the
+attention mask is still at hand, keeps only what the metrics need: the top-k lexicon indices
+and the greedy CTC ids.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Trainer
+
+from .ranking import CTCRanker, output_lengths
+
+RANKED_FOR_METRICS = 10
+
+
+class CTCTrainer(Trainer):
+    def __init__(self, *args, ranker: CTCRanker, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ranker = ranker
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if prediction_loss_only or logits is None:
+            return loss, logits, labels
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        batch, frames, _ = logits.shape
+        lengths = output_lengths(self.accelerator.unwrap_model(model), inputs.get("attention_mask"), frames, batch)
+        log_probs = logits.float().log_softmax(-1).cpu()
+        ranking = self.ranker.rank(log_probs, lengths, top_k=RANKED_FOR_METRICS)
+        greedy = log_probs.argmax(-1)
+        greedy[torch.arange(frames)[None, :] >= lengths[:, None]] = -100
+        device = logits.device
+        return loss, (ranking.indices.to(device), greedy.to(device)), labels
