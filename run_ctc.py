@@ -30,6 +30,7 @@ from s2t_hf.data import build_corpus, prepare_for_training
 from s2t_hf.lexicon import DEFAULT_LEXICON, load_lexicon
 from s2t_hf.metrics import build_compute_metrics
 from s2t_hf.ranking import CTCRanker
+from s2t_hf.recipe import read_recipe
 from s2t_hf.report import write_report
 from s2t_hf.trainer import CTCTrainer
 from s2t_hf.vocabulary import build_processor, encode_labels
@@ -99,7 +100,7 @@ class DataTrainingArguments:
 def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+        return parser.parse_dict(read_recipe(sys.argv[1]))
     return parser.parse_args_into_dataclasses()
 
 

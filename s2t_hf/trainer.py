@@ -8,8 +8,10 @@ and the greedy CTC ids.
 
 from __future__ import annotations
 
+import datasets
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .ranking import CTCRanker, output_lengths
 
@@ -20,6 +22,15 @@ class CTCTrainer(Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
         super().__init__(*args, **kwargs)
         self.ranker = ranker
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        column = self.args.length_column_name
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset) and column in dataset.column_names:
+            # datasets 5 returns a lazy Column whose per-item lookups made each step several times slower
+            lengths = dataset.with_format(None)[column][:]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(lengths))
+        return super()._get_train_sampler(train_dataset)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
