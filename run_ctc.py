@@ -21,19 +21,21 @@ from typing import Optional, Union
 
 import datasets
 import transformers
-from transformers import AutoConfig, AutoModelForCTC, HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorCTCWithPadding
 from s2t_hf.data import build_corpus, prepare_for_training
+from s2t_hf.inference import save_lexicon
 from s2t_hf.lexicon import DEFAULT_LEXICON, load_lexicon
 from s2t_hf.metrics import build_compute_metrics
+from s2t_hf.models import load_ctc_model
 from s2t_hf.ranking import CTCRanker
 from s2t_hf.recipe import read_recipe
 from s2t_hf.report import write_report
 from s2t_hf.trainer import CTCTrainer
-from s2t_hf.vocabulary import build_processor, encode_labels
+from s2t_hf.vocabulary import encode_labels
 
 logger = logging.getLogger("run_ctc")
 
@@ -127,23 +129,20 @@ def main() -> None:
         logger.info("data ready in %s", data_args.data_dir)
         return
 
-    # 3. Processor and model
-    processor = build_processor(lexicon)
-    model_overrides = {
-        "vocab_size": len(processor.tokenizer),
-        "pad_token_id": processor.tokenizer.pad_token_id,
-        "ctc_loss_reduction": model_args.ctc_loss_reduction,
-        "ctc_zero_infinity": model_args.ctc_zero_infinity,
-        **({"layerdrop": model_args.layerdrop} if model_args.layerdrop is not None else {}),
-        **(model_args.config_overrides or {}),
-    }
-    if model_args.model_name_or_path:
-        model = AutoModelForCTC.from_pretrained(
-            model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code,
-            ignore_mismatched_sizes=True, **model_overrides,
-        )
-    else:
-        model = AutoModelForCTC.from_config(AutoConfig.for_model(model_args.model_type, **model_overrides))
+    # 3. Processor and model: from scratch, or a checkpoint (keeping its CTC head when it can spell the lexicon)
+    loaded = load_ctc_model(
+        lexicon,
+        model_args.model_name_or_path,
+        model_args.model_type,
+        config_overrides={
+            "ctc_loss_reduction": model_args.ctc_loss_reduction,
+            "ctc_zero_infinity": model_args.ctc_zero_infinity,
+            **({"layerdrop": model_args.layerdrop} if model_args.layerdrop is not None else {}),
+            **(model_args.config_overrides or {}),
+        },
+        **({"cache_dir": model_args.cache_dir, "trust_remote_code": model_args.trust_remote_code} if model_args.model_name_or_path else {}),
+    )
+    model, processor = loaded.model, loaded.processor
     if model_args.model_name_or_path and model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -158,7 +157,7 @@ def main() -> None:
     test_dataset = prepare_for_training(splits["test"], processor)
 
     # 5. Trainer, ranking every lexicon name by CTC likelihood at evaluation
-    ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, [entry.label for entry in lexicon]), processor.tokenizer.pad_token_id)
+    ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, lexicon), processor.tokenizer.pad_token_id)
     training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column
     trainer = CTCTrainer(
         model=model,
@@ -175,6 +174,7 @@ def main() -> None:
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.save_model()
     processor.save_pretrained(training_args.output_dir)
+    save_lexicon(lexicon, training_args.output_dir)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()

@@ -1,6 +1,7 @@
 """s2t-hf: teach speech models to recognise spoken drug names."""
 
 from . import modeling_mel_conformer  # registers the from-scratch model with the Auto classes
+from .inference import S2T, Candidate, Recognition
 from .lexicon import DrugName, LexiconError, load_lexicon, normalize_name
 from .modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
 from .tts import TTSError, Voice
@@ -8,6 +9,9 @@ from .tts import TTSError, Voice
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
+    "Recognition",
+    "S2T",
     "DrugName",
     "LexiconError",
     "MelConformerConfig",

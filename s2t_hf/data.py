@@ -19,7 +19,7 @@ from .augmentation import Augmenter
 from .lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
 from .synthesis import synthesize_corpus
-from .tts import Voice
+from .tts import Voice, parse_voices
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ def build_corpus(
 ) -> DatasetDict:
     """Synthesise every name with every voice under `data_dir` (reusing clips already there),
     split by speaker and save the DatasetDict to `data_dir/dataset`."""
-    parsed = [voice if isinstance(voice, Voice) else Voice.parse(voice) for voice in voices]
-    if len(set(parsed)) != len(parsed):
-        raise ValueError("the voice list names a voice twice; list each once")
+    parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
     assignment = assign_speakers([clip.speaker for clip in clips], validation_voices, test_voices, seed=split_seed)
     splits = build_dataset_dict(clips, data_dir, assignment)

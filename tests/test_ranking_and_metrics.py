@@ -1,0 +1,85 @@
+import numpy as np
+import torch
+from transformers import EvalPrediction
+
+from s2t_hf.lexicon import build_lexicon
+from s2t_hf.metrics import build_compute_metrics, top_k_accuracy
+from s2t_hf.ranking import CTCRanker, fuzzy_rank
+from s2t_hf.vocabulary import build_processor, encode_labels
+
+
+def make_ranker(names):
+    lexicon = build_lexicon(names)
+    processor = build_processor(lexicon)
+    ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, lexicon), processor.tokenizer.pad_token_id)
+    return lexicon, processor.tokenizer, ranker
+
+
+def spell(tokenizer, frames, vocab_size, confidence=0.9):
+    """Log-probabilities whose frames spell `frames` (None = blank) with `confidence`."""
+    probs = torch.full((len(frames), vocab_size), (1 - confidence) / (vocab_size - 1))
+    for index, char in enumerate(frames):
+        token = tokenizer.pad_token_id if char is None else tokenizer.convert_tokens_to_ids(char)
+        probs[index, token] = confidence
+    return probs.log()
+
+
+def test_ctc_ranking_finds_the_spoken_name():
+    lexicon, tokenizer, ranker = make_ranker(["cat", "act", "tact", "at"])
+    log_probs = spell(tokenizer, [None, "c", "c", None, "a", "t", None], len(tokenizer)).unsqueeze(0)
+    ranking = ranker.rank(log_probs, top_k=4)
+    assert [lexicon[i].label for i in ranking.indices[0]][0] == "cat"
+    assert ranking.scores[0].tolist() == sorted(ranking.scores[0].tolist(), reverse=True)
+
+
+def test_double_letters_need_a_blank_between_them():
+    lexicon, tokenizer, ranker = make_ranker(["ala", "alla"])
+    with_blank = spell(tokenizer, ["a", "l", None, "l", "a"], len(tokenizer))
+    without_blank = spell(tokenizer, ["a", "l", "l", "l", "a"], len(tokenizer))
+    ranked = ranker.rank(torch.stack([with_blank, without_blank]), top_k=1).indices[:, 0].tolist()
+    assert [lexicon[i].label for i in ranked] == ["alla", "ala"]
+
+
+def test_lengths_ignore_padding_frames_and_too_long_names_rank_last():
+    lexicon, tokenizer, ranker = make_ranker(["ab", "abcdefgh"])
+    log_probs = spell(tokenizer, ["a", "b", None, "c", "d", "e", "f", "g"], len(tokenizer)).unsqueeze(0)
+    scores = ranker.scores(log_probs, lengths=torch.tensor([3]))
+    assert scores[0, 1] == -float("inf")
+    assert torch.isfinite(scores[0, 0])
+    assert ranker.rank(log_probs, lengths=torch.tensor([3]), top_k=2).indices[0].tolist() == [0, 1]
+
+
+def test_chunked_scoring_matches_unchunked():
+    names = ["metformin", "warfarin", "heparin", "insulin", "aspirin", "atenolol"]
+    lexicon, tokenizer, ranker = make_ranker(names)
+    log_probs = torch.randn(3, 20, len(tokenizer)).log_softmax(-1)
+    whole = ranker.scores(log_probs, torch.tensor([20, 15, 9]))
+    ranker.max_batch_elements = 1  # one name per ctc_loss call
+    torch.testing.assert_close(ranker.scores(log_probs, torch.tensor([20, 15, 9])), whole)
+
+
+def test_fuzzy_baseline_ranks_by_spelling():
+    lexicon = build_lexicon(["metformin", "metoprolol", "warfarin"])
+    assert fuzzy_rank(["metforman", "wafarin"], lexicon, top_k=2)[:, 0].tolist() == [0, 2]
+
+
+def test_top_k_accuracy():
+    ranked = np.array([[0, 1, 2], [2, 0, 1], [1, 2, 0], [1, 2, 0]])
+    assert top_k_accuracy(ranked, [0, 0, 0, -1], ks=(1, 2, 3)) == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
+
+
+def test_compute_metrics_reports_ctc_fuzzy_and_cer():
+    lexicon, tokenizer, _ = make_ranker(["metformin", "warfarin", "heparin"])
+    labels = tokenizer(["warfarin", "heparin"]).input_ids
+    label_ids = np.full((2, 8), -100)
+    for row, ids in enumerate(labels):
+        label_ids[row, : len(ids)] = ids
+    greedy = np.full((2, 10), -100)
+    spoken = tokenizer("warfarin").input_ids  # clip 1 transcribed right, clip 2 wrongly as warfarin
+    greedy[0, : len(spoken)] = spoken
+    greedy[1, : len(spoken)] = spoken
+    ranked = np.array([[1, 0, 2], [0, 2, 1]])
+    metrics = build_compute_metrics(lexicon, tokenizer)(EvalPrediction(predictions=(ranked, greedy), label_ids=label_ids))
+    assert metrics["top1"] == 0.5 and metrics["top2"] == 1.0
+    assert metrics["fuzzy_top1"] == 0.5
+    assert 0 < metrics["cer"] < 1

@@ -1,0 +1,92 @@
+"""run_ctc.py end to end on a tiny model and ~30 clips, as a user would start it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import TEST_NAMES, require_program
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_recipe(tmp_path, **overrides):
+    lexicon = tmp_path / "drugs.txt"
+    lexicon.write_text("\n".join(TEST_NAMES) + "\n", encoding="utf-8")
+    recipe = {
+        "_comment": "tiny end-to-end test",
+        "lexicon": str(lexicon),
+        "voices": ["espeak-ng:en-us", "espeak-ng:en-us+m3@r1.2", "espeak-ng:en-gb+f2@r0.9", "flite:kal16", "flite:slt"],
+        "validation_voices": ["flite:kal16"],
+        "test_voices": ["flite:slt"],
+        "data_dir": str(tmp_path / "data"),
+        "output_dir": str(tmp_path / "model"),
+        "config_overrides": {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 96, "dropout": 0.0},
+        "augmentation": {"Gain": {"min_gain_db": -6.0, "max_gain_db": 0.0, "p": 0.5}},
+        "per_device_train_batch_size": 6,
+        "per_device_eval_batch_size": 6,
+        "learning_rate": 3e-3,
+        "warmup_steps": 5,
+        "max_steps": 40,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 10,
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+    }
+    recipe.update(overrides)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe), encoding="utf-8")
+    return path
+
+
+def run(recipe):
+    return subprocess.run([sys.executable, str(ROOT / "run_ctc.py"), str(recipe)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    require_program("espeak-ng")
+    require_program("flite")
+    tmp_path = tmp_path_factory.mktemp("run_ctc")
+    result = run(write_recipe(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "model"
+
+
+def test_writes_model_processor_report_and_results(trained):
+    for name in ["config.json", "model.safetensors", "vocab.json", "processor_config.json", "report.md", "all_results.json", "README.md"]:
+        assert (trained / name).is_file(), name
+    results = json.loads((trained / "all_results.json").read_text())
+    for key in ["test_top1", "test_top2", "test_top3", "test_top4", "test_top5", "test_cer", "test_fuzzy_top1", "wall_time_s"]:
+        assert key in results, key
+    tops = [results[f"test_top{k}"] for k in range(1, 6)]
+    assert all(0.0 <= value <= 1.0 for value in tops)
+    assert tops == sorted(tops)
+    report = (trained / "report.md").read_text()
+    assert "voices never heard in training" in report and "flite:slt" in report
+
+
+def test_evaluation_loss_fell_below_training_loss(trained):
+    results = json.loads((trained / "all_results.json").read_text())
+    assert results["eval_loss"] < results["train_loss"]
+
+
+def test_saved_model_reloads_with_auto_classes(trained):
+    from transformers import AutoModelForCTC, AutoProcessor
+
+    import s2t_hf  # noqa: F401  (registers the from-scratch model)
+
+    model = AutoModelForCTC.from_pretrained(trained)
+    processor = AutoProcessor.from_pretrained(trained)
+    assert model.config.vocab_size == len(processor.tokenizer)
+    assert processor.tokenizer.pad_token_id == model.config.pad_token_id
+
+
+def test_unknown_recipe_key_is_reported(tmp_path):
+    result = run(write_recipe(tmp_path, learnig_rate=1e-3))
+    assert result.returncode != 0
+    assert "learnig_rate" in result.stderr
