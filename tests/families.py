@@ -1,0 +1,96 @@
+"""Tiny, randomly initialised stand-ins for the Hub checkpoints each recipe names.
+
+Each builder saves a model folder shaped like its Hub checkpoint (same classes, processor and
+tokenizer layout, a few small layers), so tests drive exactly the `from_pretrained` path a Hub
+id takes, without the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+from transformers import (
+    HubertConfig,
+    HubertForCTC,
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2Processor,
+)
+
+# the LibriSpeech character vocabulary of facebook/*-960h checkpoints: upper case, "'" and "|"
+LIBRISPEECH_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
+
+TINY_ENCODER = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=48,
+    conv_dim=(16, 16, 16, 16, 16, 16, 16),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    mask_time_prob=0.05,
+    mask_time_length=2,
+)
+
+
+def character_tokenizer(folder: Path, tokens: list[str]) -> Wav2Vec2CTCTokenizer:
+    vocab = folder / "vocab.json"
+    vocab.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
+    return Wav2Vec2CTCTokenizer(str(vocab), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
+
+
+def feature_extractor(attention_mask: bool) -> Wav2Vec2FeatureExtractor:
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=attention_mask)
+
+
+def save_fine_tuned(folder: Path, model_class, config, attention_mask: bool, tokens: list[str] = LIBRISPEECH_TOKENS) -> Path:
+    """A character-level CTC checkpoint like facebook/hubert-large-ls960-ft."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = character_tokenizer(folder, tokens)
+    config.vocab_size, config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    model_class(config).save_pretrained(folder)
+    Wav2Vec2Processor(feature_extractor=feature_extractor(attention_mask), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def hubert_large_ft(folder: Path) -> Path:
+    config = HubertConfig(**TINY_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True)
+    return save_fine_tuned(folder, HubertForCTC, config, attention_mask=True)
+
+
+def wav2vec2_base_960h(folder: Path) -> Path:
+    config = Wav2Vec2Config(**TINY_ENCODER, feat_extract_norm="group", do_stable_layer_norm=False)
+    return save_fine_tuned(folder, Wav2Vec2ForCTC, config, attention_mask=False)
+
+
+def wav2vec2_large_960h(folder: Path) -> Path:
+    config = Wav2Vec2Config(**TINY_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True)
+    return save_fine_tuned(folder, Wav2Vec2ForCTC, config, attention_mask=True)
+
+
+def xlsr_pretrained_only(folder: Path) -> Path:
+    """Like facebook/wav2vec2-large-xlsr-53: pretraining weights and a feature extractor, no tokenizer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = Wav2Vec2Config(**TINY_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True, codevector_dim=16, proj_codevector_dim=16)
+    Wav2Vec2ForPreTraining(config).save_pretrained(folder)
+    feature_extractor(attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def lacking_letters(folder: Path) -> Path:
+    """A fine-tuned checkpoint whose vocabulary cannot spell most drug names (A to M only)."""
+    config = Wav2Vec2Config(**TINY_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True)
+    return save_fine_tuned(folder, Wav2Vec2ForCTC, config, attention_mask=True, tokens=["<pad>", "<unk>", "|", *string.ascii_uppercase[:13]])
+
+
+CTC_FAMILIES = {
+    "hubert": hubert_large_ft,
+    "wav2vec2-base": wav2vec2_base_960h,
+    "wav2vec2-large": wav2vec2_large_960h,
+    "xlsr": xlsr_pretrained_only,
+}

@@ -1,0 +1,124 @@
+"""Every CTC family of the recipes, driven through the code path a Hub id takes, on tiny models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s2t_hf.models import load_ctc_model
+
+from .conftest import TEST_NAMES, require_program
+from .families import CTC_FAMILIES, lacking_letters
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_HEAD = {"hubert": "kept", "wav2vec2-base": "kept", "wav2vec2-large": "kept", "xlsr": "new"}
+
+
+@pytest.mark.parametrize("family", sorted(CTC_FAMILIES))
+def test_head_is_kept_only_when_the_vocabulary_spells_the_lexicon(tmp_path, lexicon, family):
+    checkpoint = CTC_FAMILIES[family](tmp_path / family)
+    loaded = load_ctc_model(lexicon, str(checkpoint))
+    assert loaded.head == EXPECTED_HEAD[family]
+    if loaded.head == "kept":
+        from transformers import AutoModelForCTC
+
+        original = AutoModelForCTC.from_pretrained(checkpoint)
+        assert loaded.model.lm_head.weight.equal(original.lm_head.weight)
+        ids = loaded.processor.tokenizer("metformin").input_ids
+        assert loaded.processor.tokenizer.convert_ids_to_tokens(ids) == list("METFORMIN")  # upper-cased for this vocabulary
+        assert loaded.processor.tokenizer.decode(loaded.processor.tokenizer("metformin").input_ids, group_tokens=False) == "metformin"
+    else:
+        assert loaded.model.config.vocab_size == len(loaded.processor.tokenizer) == 29
+
+
+def test_vocabulary_lacking_letters_gets_a_new_head(tmp_path, lexicon):
+    loaded = load_ctc_model(lexicon, str(lacking_letters(tmp_path / "a-to-m")))
+    assert loaded.head == "new"
+    assert "z" in loaded.processor.tokenizer.get_vocab()
+    assert loaded.model.lm_head.out_features == len(loaded.processor.tokenizer)
+
+
+@pytest.fixture(scope="module", params=sorted(CTC_FAMILIES))
+def fine_tuned(request, tmp_path_factory, corpus):
+    """run_ctc.py for a few steps from the family's checkpoint, on the shared test corpus."""
+    require_program("espeak-ng")
+    corpus_dir, _ = corpus
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    checkpoint = CTC_FAMILIES[request.param](tmp_path / "checkpoint")
+    lexicon = tmp_path / "drugs.txt"
+    lexicon.write_text("\n".join(TEST_NAMES) + "\n")
+    recipe = json.loads((ROOT / "recipes" / f"{request.param}.json").read_text())
+    recipe.update(
+        lexicon=str(lexicon),
+        voices=["espeak-ng:en-us", "espeak-ng:en-gb+f2", "espeak-ng:en-us+m3@r1.2", "flite:slt", "flite:kal16"],
+        validation_voices=["flite:kal16"],
+        test_voices=["flite:slt"],
+        data_dir=str(corpus_dir),
+        model_name_or_path=str(checkpoint),
+        output_dir=str(tmp_path / "model"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        gradient_accumulation_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        bf16=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    recipe.pop("num_train_epochs", None)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    result = subprocess.run([sys.executable, str(ROOT / "run_ctc.py"), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "model", corpus_dir
+
+
+def test_recipe_trains_and_s2t_recognizes(fine_tuned):
+    from s2t_hf import S2T
+
+    model_dir, corpus_dir = fine_tuned
+    results = json.loads((model_dir / "all_results.json").read_text())
+    assert 0.0 <= results["test_top1"] <= results["test_top5"] <= 1.0
+    recogniser = S2T.from_pretrained(model_dir)
+    clips = sorted(corpus_dir.glob("clips/flite_slt/*.wav"))[:3]
+    recognised = recogniser.recognize([str(clip) for clip in clips], top_k=5)
+    assert len(recognised) == 3
+    for result in recognised:
+        names = [candidate.name for candidate in result.candidates]
+        assert len(names) == 5 and set(names) <= set(TEST_NAMES)
+        scores = [candidate.score for candidate in result.candidates]
+        assert scores == sorted(scores, reverse=True)
+        assert isinstance(result.transcript, str)
+
+
+def test_cli_recognize_json(fine_tuned):
+    model_dir, corpus_dir = fine_tuned
+    clip = sorted(corpus_dir.glob("clips/flite_slt/*.wav"))[0]
+    result = subprocess.run(
+        [sys.executable, "-m", "s2t_hf.cli", "recognize", str(model_dir), str(clip), str(corpus_dir / "missing.wav"), "--json", "--top-k", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    found, missing = [json.loads(line) for line in result.stdout.splitlines()]
+    assert found["path"] == str(clip) and len(found["candidates"]) == 3
+    assert {"name", "score"} <= set(found["candidates"][0])
+    assert "does not exist" in missing["error"]
+
+
+def test_pipeline_loads_the_output_directory(fine_tuned):
+    import numpy as np
+    from transformers import pipeline
+
+    import s2t_hf  # noqa: F401
+
+    from s2t_hf import S2T
+    from s2t_hf.audio import load_audio
+
+    model_dir, corpus_dir = fine_tuned
+    clip = load_audio(sorted(corpus_dir.glob("clips/flite_slt/*.wav"))[1])
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir), device="cpu")
+    output = asr({"raw": clip, "sampling_rate": 16000})
+    assert output["text"].lower() == S2T.from_pretrained(model_dir).transcribe((clip, 16000))
