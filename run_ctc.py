@@ -13,27 +13,25 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import datasets
 import transformers
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from s2t_hf.augmentation import build_augmenter
-from s2t_hf.collator import DataCollatorCTCWithPadding
-from s2t_hf.data import build_corpus, prepare_for_training
+from s2t_hf.collator import DataCollatorSpeechWithPadding
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments
+from s2t_hf.data import prepare_for_training
 from s2t_hf.inference import save_lexicon
-from s2t_hf.lexicon import DEFAULT_LEXICON, load_lexicon
+from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
 from s2t_hf.models import load_ctc_model
 from s2t_hf.ranking import CTCRanker
-from s2t_hf.recipe import read_recipe
-from s2t_hf.report import write_report
+from s2t_hf.report import evaluate_and_report
 from s2t_hf.trainer import CTCTrainer
 from s2t_hf.vocabulary import encode_labels
 
@@ -67,49 +65,10 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model to run its own code. Off unless you trust it."})
 
 
-@dataclass
-class DataTrainingArguments:
-    lexicon: str = field(
-        default=DEFAULT_LEXICON,
-        metadata={"help": "Built-in lexicon ('common', 'generic', 'brand') or a file with one drug name per line."},
-    )
-    max_lexicon_names: Optional[int] = field(default=None, metadata={"help": "Use only the first N names (quick tests)."})
-    voices: list[str] = field(
-        default_factory=lambda: ["espeak-ng:en-us", "espeak-ng:en-gb", "flite:kal16", "flite:slt", "flite:rms", "festival:kal_diphone"],
-        metadata={"help": "Voices to synthesise, as 'engine:voice[@rRATE][@pPITCH]'."},
-    )
-    validation_voices: Optional[list[str]] = field(
-        default=None, metadata={"help": "Speakers ('engine:voice', globs allowed) held out for validation. Default: one per engine."}
-    )
-    test_voices: Optional[list[str]] = field(
-        default=None, metadata={"help": "Speakers held out for the test split. Default: one per engine with 3+ speakers."}
-    )
-    split_seed: int = field(default=0, metadata={"help": "Seed for choosing held-out speakers when none are listed."})
-    data_dir: str = field(default="data/quickstart", metadata={"help": "Where clips, manifest and DatasetDict are cached."})
-    synthesis_workers: Optional[int] = field(default=None, metadata={"help": "Parallel synthesis workers (default: all cores)."})
-    augmentation: Optional[Union[dict, str]] = field(
-        default=None,
-        metadata={"help": "audiomentations transforms applied on the fly to training clips: {\"ClassName\": {kwargs}, ...}."},
-    )
-    max_duration_in_seconds: float = field(default=10.0, metadata={"help": "Drop training clips longer than this."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
-    max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Evaluate on this many validation clips during training (the test split is always used whole)."}
-    )
-    preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
-
-
-def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        return parser.parse_dict(read_recipe(sys.argv[1]))
-    return parser.parse_args_into_dataclasses()
-
-
 def main() -> None:
     started = time.time()
     # 1. Arguments and logging
-    model_args, data_args, training_args = parse_arguments()
+    model_args, data_args, training_args = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
@@ -121,10 +80,7 @@ def main() -> None:
     # 2. Lexicon, synthetic speech and voice-disjoint splits
     lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
     with training_args.main_process_first(desc="synthesis"):
-        splits = build_corpus(
-            lexicon, data_args.voices, data_args.data_dir, data_args.validation_voices, data_args.test_voices,
-            split_seed=data_args.split_seed, num_workers=data_args.synthesis_workers,
-        )
+        splits = data_args.synthesize_and_split(lexicon)
     if data_args.preprocessing_only:
         logger.info("data ready in %s", data_args.data_dir)
         return
@@ -164,7 +120,7 @@ def main() -> None:
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=DataCollatorCTCWithPadding(processor),
+        data_collator=DataCollatorSpeechWithPadding(processor),
         processing_class=processor,
         compute_metrics=build_compute_metrics(lexicon, processor.tokenizer),
         ranker=ranker,
@@ -179,31 +135,12 @@ def main() -> None:
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    # 7. Evaluate on validation and on the unseen-voice test split
-    trainer.save_metrics("eval", trainer.evaluate())
-    test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
-    test_metrics["wall_time_s"] = round(time.time() - started, 1)
-    trainer.log_metrics("test", test_metrics)
-    trainer.save_metrics("test", test_metrics)
-
-    # 8. Report, model card, Hub
-    if trainer.is_world_process_zero():
-        report = write_report(
-            os.path.join(training_args.output_dir, "report.md"),
-            test_metrics,
-            model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
-            lexicon_size=len(lexicon),
-            split_speakers={name: sorted(set(split["speaker"])) for name, split in splits.items()},
-            split_sizes={name: len(split) for name, split in splits.items()},
-            wall_time_s=test_metrics["wall_time_s"],
-            command=shlex.join(["python", *sys.argv]),
-        )
-        logger.info("report written to %s", report)
-    card = {"tasks": "automatic-speech-recognition", "tags": ["drug-names", "ctc", "s2t-hf"], "finetuned_from": model_args.model_name_or_path}
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    else:
-        trainer.create_model_card(**card)
+    # 7. Evaluate on validation and on the unseen-voice test split; report, model card, Hub
+    evaluate_and_report(
+        trainer, test_dataset, splits, len(lexicon),
+        model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
+        finetuned_from=model_args.model_name_or_path, started=started, tags=["ctc"],
+    )
 
 
 if __name__ == "__main__":

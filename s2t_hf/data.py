@@ -65,7 +65,8 @@ class ClipReader:
             if self.augmenter is not None:
                 samples = self.augmenter(samples)
             values.append(samples)
-        batch["input_values"] = self.feature_extractor(values, sampling_rate=SAMPLING_RATE).input_values
+        name = self.feature_extractor.model_input_names[0]  # input_values (CTC) or input_features (Speech2Text)
+        batch[name] = self.feature_extractor(values, sampling_rate=SAMPLING_RATE)[name]
         return batch
 
 

@@ -5,8 +5,9 @@
     result = recogniser.recognize("metformin.wav", top_k=5)
     result.transcript, result.candidates[0].name, result.candidates[0].score
 
-The ranking is `s2t_hf.ranking.CTCRanker`, the same code `CTCTrainer` uses for every reported
-metric: what the report measures is what users get.
+The ranking is `s2t_hf.ranking.CTCRanker` (or `s2t_hf.seq2seq.Seq2SeqRanker` for Speech2Text),
+the same code the trainers use for every reported metric: what the report measures is what
+users get.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCTC, AutoProcessor
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
 from .audio import SAMPLING_RATE, AudioInput, load_audio
 from .lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
-from .ranking import CTCRanker, output_lengths
+from .ranking import CTCRanker, Ranking, output_lengths
+from .seq2seq import Seq2SeqRanker, encoder_attention_mask, greedy_generate
 from .vocabulary import encode_labels
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ LEXICON_FILE = "lexicon.txt"
 @dataclass
 class Candidate:
     name: str
-    score: float  # length-normalised CTC log-likelihood: higher is better, 0 is certain
+    score: float  # log-likelihood per letter (CTC) or per token (seq2seq): higher is better, 0 is certain
 
 
 @dataclass
@@ -52,26 +54,34 @@ def save_lexicon(lexicon: list[DrugName], folder: str | Path) -> Path:
 
 
 class S2T:
-    """A trained recogniser plus the lexicon it ranks."""
+    """A trained recogniser (CTC or encoder-decoder) plus the lexicon it ranks."""
 
-    def __init__(self, model, processor, lexicon: list[DrugName], batch_size: int = 16):
+    def __init__(self, model, processor, lexicon: list[DrugName], batch_size: int = 16, max_new_tokens: int | None = None):
         self.model = model.eval()
         self.processor = processor
         self.lexicon = lexicon
         self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         tokenizer = processor.tokenizer
-        self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
+        if self.is_seq2seq:
+            self.ranker = Seq2SeqRanker(lexicon, tokenizer)
+        else:
+            self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
 
     @classmethod
     def from_pretrained(
         cls, path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None, device: str | None = None, **kwargs
     ) -> "S2T":
-        """Load a model folder written by `run_ctc.py`, or any CTC checkpoint on the Hub.
+        """Load a model folder written by `run_ctc.py` / `run_seq2seq.py`, or a checkpoint on the Hub
+        (wav2vec 2.0, HuBERT, XLSR, Speech2Text, or the from-scratch mel-conformer).
 
         `lexicon` defaults to the list saved with the model (`lexicon.txt`), else the built-in
         common generic names.
         """
-        model = AutoModelForCTC.from_pretrained(path_or_hub_id, **kwargs)
+        config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
+        model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
+        model = model_class.from_pretrained(path_or_hub_id, **kwargs)
         processor = AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
         if device:
             model = model.to(device)
@@ -87,42 +97,46 @@ class S2T:
         return load_audio(audio, sampling_rate)
 
     @torch.no_grad()
-    def _log_probs(self, clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_batch(self, clips: list[np.ndarray], top_k: int) -> tuple[list[str], Ranking | None]:
+        """Greedy transcripts and (when top_k > 0) the lexicon ranking for a batch of clips."""
         inputs = self.processor.feature_extractor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
         inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
-        logits = self.model(**inputs).logits
-        lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), logits.shape[1])
-        return logits.float().log_softmax(-1).cpu(), lengths
-
-    def _transcripts(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         tokenizer = self.processor.tokenizer
+        if self.is_seq2seq:
+            generated = greedy_generate(self.model, inputs, self.max_new_tokens)
+            transcripts = [text.strip().lower() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+            if top_k <= 0:
+                return transcripts, None
+            hidden = self.model.get_encoder()(**inputs).last_hidden_state
+            mask = encoder_attention_mask(self.model, hidden.shape[1], inputs.get("attention_mask"))
+            return transcripts, self.ranker.rank(self.model, hidden, mask, top_k)
+        log_probs = self.model(**inputs).logits.float().log_softmax(-1).cpu()
+        lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), log_probs.shape[1])
         greedy = log_probs.argmax(-1)
-        return [tokenizer.decode(greedy[row, : int(lengths[row])]).lower() for row in range(len(greedy))]
+        transcripts = [tokenizer.decode(greedy[row, : int(lengths[row])]).lower() for row in range(len(greedy))]
+        return transcripts, self.ranker.rank(log_probs, lengths, top_k) if top_k > 0 else None
 
     def transcribe(self, audio: AudioInput | list[AudioInput]) -> str | list[str]:
-        """The model's free (greedy CTC) transcript; a list for a list of inputs."""
+        """The model's free transcript (greedy); a list for a list of inputs."""
         single = not isinstance(audio, list)
         results = self.recognize([audio] if single else audio, top_k=0)
         transcripts = [result.transcript for result in results]
         return transcripts[0] if single else transcripts
 
     def recognize(self, audio: AudioInput | list[AudioInput], top_k: int = 5) -> Recognition | list[Recognition]:
-        """Transcript and the `top_k` lexicon names by CTC likelihood; a list for a list of inputs."""
+        """Transcript and the `top_k` lexicon names by model likelihood; a list for a list of inputs."""
         single = not isinstance(audio, list)
         inputs = [audio] if single else audio
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
             clips = [self.process(item) for item in inputs[start : start + self.batch_size]]
-            log_probs, lengths = self._log_probs(clips)
-            transcripts = self._transcripts(log_probs, lengths)
-            if top_k > 0:
-                ranking = self.ranker.rank(log_probs, lengths, top_k=top_k)
-                for row, transcript in enumerate(transcripts):
+            transcripts, ranking = self._run_batch(clips, top_k)
+            for row, transcript in enumerate(transcripts):
+                candidates = []
+                if ranking is not None:
                     candidates = [
                         Candidate(self.lexicon[int(index)].name, round(float(score), 4))
                         for index, score in zip(ranking.indices[row], ranking.scores[row])
                     ]
-                    results.append(Recognition(transcript, candidates))
-            else:
-                results.extend(Recognition(transcript) for transcript in transcripts)
+                results.append(Recognition(transcript, candidates))
         return results[0] if single else results

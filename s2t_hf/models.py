@@ -94,3 +94,18 @@ def load_ctc_model(
     reason = "it has no CTC tokenizer" if tokenizer is None or not isinstance(tokenizer, Wav2Vec2CTCTokenizer) else "its vocabulary cannot spell every name"
     logger.info("%s: %s; using a %d-token vocabulary from the lexicon and a new CTC head", model_name_or_path, reason, len(processor.tokenizer))
     return LoadedModel(model, processor, "new")
+
+
+def load_seq2seq_model(lexicon: list[DrugName], model_name_or_path: str, config_overrides: dict[str, Any] | None = None, **kwargs: Any):
+    """An encoder-decoder (Speech2Text) checkpoint and its processor. Its subword tokenizer must
+    spell every lexicon name without unknown tokens; its decoder and head are always kept."""
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
+    tokenizer = processor.tokenizer
+    unknown = [entry.label for entry in lexicon if tokenizer.unk_token_id in tokenizer(entry.label).input_ids]
+    if unknown:
+        raise ValueError(f"{model_name_or_path}: its tokenizer cannot spell {len(unknown)} lexicon names (e.g. {unknown[:3]}) without <unk>")
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, **(config_overrides or {}), **kwargs)
+    logger.info("%s: encoder-decoder with a %d-token subword vocabulary; keeping its decoder", model_name_or_path, len(tokenizer))
+    return model, processor

@@ -1,10 +1,19 @@
-"""The short Markdown report written beside a trained model."""
+"""The end of a training run: test-split metrics, the Markdown report, the model card."""
 
 from __future__ import annotations
 
+import logging
+import shlex
+import sys
+import time
 from pathlib import Path
 
+from datasets import Dataset, DatasetDict
+from transformers import Trainer
+
 from .metrics import TOP_KS
+
+logger = logging.getLogger(__name__)
 
 
 def format_percent(value: float) -> str:
@@ -56,3 +65,40 @@ def write_report(
     path = Path(path)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def evaluate_and_report(
+    trainer: Trainer,
+    test_dataset: Dataset,
+    splits: DatasetDict,
+    lexicon_size: int,
+    model_description: str,
+    finetuned_from: str | None,
+    started: float,
+    tags: list[str],
+) -> dict[str, float]:
+    """Evaluate on validation and on the unseen-voice test split, save `*_results.json`, write
+    `report.md` and the model card, and push to the Hub when the run asks for it."""
+    trainer.save_metrics("eval", trainer.evaluate())
+    test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+    test_metrics["wall_time_s"] = round(time.time() - started, 1)
+    trainer.log_metrics("test", test_metrics)
+    trainer.save_metrics("test", test_metrics)
+    if trainer.is_world_process_zero():
+        report = write_report(
+            Path(trainer.args.output_dir) / "report.md",
+            test_metrics,
+            model_description=model_description,
+            lexicon_size=lexicon_size,
+            split_speakers={name: sorted(set(split["speaker"])) for name, split in splits.items()},
+            split_sizes={name: len(split) for name, split in splits.items()},
+            wall_time_s=test_metrics["wall_time_s"],
+            command=shlex.join(["python", *sys.argv]),
+        )
+        logger.info("report written to %s", report)
+    card = {"tasks": "automatic-speech-recognition", "tags": ["drug-names", "s2t-hf", *tags], "finetuned_from": finetuned_from}
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**card)
+    else:
+        trainer.create_model_card(**card)
+    return test_metrics

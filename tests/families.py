@@ -94,3 +94,42 @@ CTC_FAMILIES = {
     "wav2vec2-large": wav2vec2_large_960h,
     "xlsr": xlsr_pretrained_only,
 }
+
+
+def speech2text_small(folder: Path) -> Path:
+    """Like facebook/s2t-small-librispeech-asr: log-mel encoder-decoder with a SentencePiece vocabulary."""
+    import sentencepiece
+    from transformers import (
+        Speech2TextConfig,
+        Speech2TextFeatureExtractor,
+        Speech2TextForConditionalGeneration,
+        Speech2TextProcessor,
+        Speech2TextTokenizer,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "text.txt"
+    corpus.write_text("\n".join([string.ascii_lowercase, *("the quick brown fox jumps over the lazy dog " * 20).split()]))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "sentencepiece.bpe"), vocab_size=29, model_type="unigram",
+        character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, minloglevel=2,
+    )
+    processor_model = sentencepiece.SentencePieceProcessor(model_file=str(folder / "sentencepiece.bpe.model"))
+    pieces = [processor_model.id_to_piece(i) for i in range(processor_model.get_piece_size()) if i != processor_model.unk_id()]
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{piece: index + 4 for index, piece in enumerate(pieces)}}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Speech2TextTokenizer(str(folder / "vocab.json"), str(folder / "sentencepiece.bpe.model"))
+    extractor = Speech2TextFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, return_attention_mask=True)
+    config = Speech2TextConfig(
+        vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, conv_channels=32, input_feat_per_channel=80, max_source_positions=600,
+        max_target_positions=64, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+    )
+    model = Speech2TextForConditionalGeneration(config)
+    model.generation_config.max_length = 48  # the Hub checkpoint caps generation below its position table too
+    model.save_pretrained(folder)
+    Speech2TextProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+ALL_FAMILIES = {**CTC_FAMILIES, "s2t": speech2text_small}

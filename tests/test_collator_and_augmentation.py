@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from s2t_hf.augmentation import AugmentationError, build_augmenter
-from s2t_hf.collator import DataCollatorCTCWithPadding
+from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.data import prepare_for_training
 from s2t_hf.vocabulary import build_processor
 
@@ -10,7 +10,7 @@ from s2t_hf.vocabulary import build_processor
 def test_collator_pads_audio_with_mask_and_labels_with_minus_100(lexicon):
     processor = build_processor(lexicon)
     ids = processor.tokenizer(["warfarin", "st johns wort"]).input_ids
-    batch = DataCollatorCTCWithPadding(processor)(
+    batch = DataCollatorSpeechWithPadding(processor)(
         [{"input_values": np.ones(800, np.float32), "labels": ids[0]}, {"input_values": np.ones(500, np.float32), "labels": ids[1]}]
     )
     assert batch["input_values"].shape == (2, 800)

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Fine-tune an encoder-decoder speech model (Facebook Speech2Text) to recognise drug names.
+
+    python run_seq2seq.py recipes/s2t.json
+    accelerate launch run_seq2seq.py recipes/s2t.json
+
+The same data, splits, augmentation, metrics and report as `run_ctc.py`; the model is trained
+with `Seq2SeqTrainer`, and every lexicon name is ranked by its sequence likelihood.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import datasets
+import transformers
+from transformers import Seq2SeqTrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments
+from s2t_hf.augmentation import build_augmenter
+from s2t_hf.collator import DataCollatorSpeechWithPadding
+from s2t_hf.data import prepare_for_training
+from s2t_hf.inference import save_lexicon
+from s2t_hf.lexicon import load_lexicon
+from s2t_hf.metrics import build_compute_metrics
+from s2t_hf.models import load_seq2seq_model
+from s2t_hf.report import evaluate_and_report
+from s2t_hf.seq2seq import Seq2SeqRanker, Seq2SeqRankingTrainer
+
+logger = logging.getLogger("run_seq2seq")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "Hub id or local folder of a Speech2Text checkpoint."})
+    config_overrides: Optional[Union[dict, str]] = field(
+        default=None, metadata={"help": "Config fields to set on the model, e.g. {\"dropout\": 0.1}."}
+    )
+    max_new_tokens: Optional[int] = field(
+        default=None, metadata={"help": "Cap on generated transcript tokens at evaluation (default: the model's generation config)."}
+    )
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Where pretrained models from the Hub are cached."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model to run its own code. Off unless you trust it."})
+
+
+def main() -> None:
+    started = time.time()
+    # 1. Arguments and logging
+    model_args, data_args, training_args = parse_arguments((ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments))
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+
+    # 2. Lexicon, synthetic speech and voice-disjoint splits
+    lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
+    with training_args.main_process_first(desc="synthesis"):
+        splits = data_args.synthesize_and_split(lexicon)
+    if data_args.preprocessing_only:
+        return
+
+    # 3. Processor and encoder-decoder model
+    model, processor = load_seq2seq_model(
+        lexicon, model_args.model_name_or_path, model_args.config_overrides,
+        cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code,
+    )
+
+    # 4. Model-ready datasets: token labels, log-mel features computed (and audio augmented) on the fly
+    augmenter = build_augmenter(data_args.augmentation)
+    train_dataset = prepare_for_training(
+        splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
+    )
+    eval_dataset = prepare_for_training(splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed)
+    test_dataset = prepare_for_training(splits["test"], processor)
+
+    # 5. Trainer, ranking every lexicon name by its sequence likelihood at evaluation
+    training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column
+    trainer = Seq2SeqRankingTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorSpeechWithPadding(processor),
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(lexicon, processor.tokenizer),
+        ranker=Seq2SeqRanker(lexicon, processor.tokenizer),
+        max_new_tokens=model_args.max_new_tokens,
+    )
+
+    # 6. Train
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_model()
+    processor.save_pretrained(training_args.output_dir)
+    save_lexicon(lexicon, training_args.output_dir)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    # 7. Evaluate on validation and on the unseen-voice test split; report, model card, Hub
+    evaluate_and_report(
+        trainer, test_dataset, splits, len(lexicon),
+        model_description=f"{model_args.model_name_or_path}, {model.num_parameters() / 1e6:.1f}M parameters",
+        finetuned_from=model_args.model_name_or_path, started=started, tags=["seq2seq"],
+    )
+
+
+if __name__ == "__main__":
+    main()

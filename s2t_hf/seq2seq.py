@@ -1,0 +1,104 @@
+"""Encoder-decoder (Speech2Text) recognisers: candidate scoring and the evaluating trainer.
+
+An encoder-decoder has no frame-wise output to align names with, so each lexicon name is
+scored by its teacher-forced sequence log-likelihood given the audio, divided by its token
+count: the encoder runs once per clip, the decoder once per (clip, chunk of names).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import Seq2SeqTrainer
+
+from .lexicon import DrugName
+from .ranking import Ranking
+
+RANKED_FOR_METRICS = 10
+
+
+class Seq2SeqRanker:
+    """Scores every lexicon name with an encoder-decoder model."""
+
+    def __init__(self, lexicon: list[DrugName], tokenizer, max_batch_names: int = 2048):
+        self.lexicon = lexicon
+        ids = tokenizer([entry.label for entry in lexicon]).input_ids  # ends with </s>
+        self.lengths = torch.tensor([len(row) for row in ids])
+        self.labels = torch.full((len(ids), int(self.lengths.max())), -100, dtype=torch.long)
+        for row, token_ids in enumerate(ids):
+            self.labels[row, : len(token_ids)] = torch.tensor(token_ids)
+        self.max_batch_names = max_batch_names
+
+    def __len__(self) -> int:
+        return len(self.lexicon)
+
+    @torch.no_grad()
+    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None) -> torch.Tensor:
+        """Length-normalised log-likelihood of every name: (batch, names)."""
+        from transformers.models.speech_to_text.modeling_speech_to_text import shift_tokens_right
+
+        config = model.config
+        labels = self.labels.to(encoder_hidden.device)
+        decoder_inputs = shift_tokens_right(labels.clamp(min=0), config.pad_token_id, config.decoder_start_token_id)
+        result = torch.empty(encoder_hidden.shape[0], len(self.lexicon))
+        for clip in range(encoder_hidden.shape[0]):
+            for start in range(0, len(self.lexicon), self.max_batch_names):
+                stop = min(len(self.lexicon), start + self.max_batch_names)
+                count = stop - start
+                hidden = encoder_hidden[clip : clip + 1].expand(count, -1, -1)
+                mask = encoder_mask[clip : clip + 1].expand(count, -1) if encoder_mask is not None else None
+                logits = model.get_decoder()(
+                    input_ids=decoder_inputs[start:stop], encoder_hidden_states=hidden, encoder_attention_mask=mask
+                ).last_hidden_state
+                logits = model.lm_head(logits) if hasattr(model, "lm_head") else model.get_output_embeddings()(logits)
+                target = labels[start:stop]
+                token_log_probs = F.log_softmax(logits.float(), dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                token_log_probs = token_log_probs.masked_fill(target < 0, 0.0)
+                result[clip, start:stop] = (token_log_probs.sum(-1) / self.lengths[start:stop].to(token_log_probs.device)).cpu()
+        return result
+
+    def rank(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, top_k: int = 5) -> Ranking:
+        top = self.scores(model, encoder_hidden, encoder_mask).topk(min(top_k, len(self.lexicon)), dim=-1)
+        return Ranking(indices=top.indices, scores=top.values)
+
+
+def encoder_attention_mask(model, outputs_length: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The encoder output's mask, from the input feature mask (Speech2Text subsamples 4x)."""
+    if attention_mask is None:
+        return None
+    lengths = model.model.encoder._get_feat_extract_output_lengths(attention_mask.sum(-1))
+    return (torch.arange(outputs_length, device=attention_mask.device) < lengths.unsqueeze(1)).long()
+
+
+def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> torch.Tensor:
+    """Greedy transcripts, capped by the model's generation config unless `max_new_tokens` is given."""
+    limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    return model.generate(**{key: value for key, value in inputs.items() if value is not None}, num_beams=1, **limit)
+
+
+class Seq2SeqRankingTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
+
+    def __init__(self, *args, ranker: Seq2SeqRanker, max_new_tokens: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ranker = ranker
+        self.max_new_tokens = max_new_tokens
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        inputs = {key: value for key, value in inputs.items() if key != "input_lengths"}
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = {key: value for key, value in self._prepare_inputs(inputs).items() if key != "input_lengths"}
+        labels = inputs.get("labels")
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs).detach() if labels is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        unwrapped = self.accelerator.unwrap_model(model)
+        features, mask = inputs["input_features"], inputs.get("attention_mask")
+        with torch.no_grad():
+            encoder_hidden = unwrapped.get_encoder()(input_features=features, attention_mask=mask).last_hidden_state
+            ranking = self.ranker.rank(unwrapped, encoder_hidden, encoder_attention_mask(unwrapped, encoder_hidden.shape[1], mask), RANKED_FOR_METRICS)
+            generated = greedy_generate(unwrapped, {"input_features": features, "attention_mask": mask}, self.max_new_tokens)
+        return loss, (ranking.indices.to(features.device), generated), labels
