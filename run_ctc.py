@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -25,11 +26,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.arguments import DataTrainingArguments, parse_arguments
-from s2t_hf.data import prepare_for_training
+from s2t_hf.data import drop_unalignable, prepare_for_training
+from s2t_hf.freezing import apply_freezing
 from s2t_hf.inference import save_lexicon
 from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
-from s2t_hf.models import load_ctc_model
+from s2t_hf.models import fold_weight_norm, load_ctc_model, without_zero3_init
 from s2t_hf.ranking import CTCRanker
 from s2t_hf.report import evaluate_and_report
 from s2t_hf.trainer import CTCTrainer
@@ -55,6 +57,14 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(
         default=True,
         metadata={"help": "Freeze the convolutional feature encoder of a pretrained model (a model trained from scratch never is)."},
+    )
+    trainable_layers: Optional[int] = field(
+        default=None,
+        metadata={"help": "Train only the last N transformer layers (plus the CTC head); the rest is frozen. Unset: train all."},
+    )
+    train_only_head: bool = field(default=False, metadata={"help": "Train only the CTC head (same as trainable_layers=0)."})
+    also_trainable: Optional[list[str]] = field(
+        default=None, metadata={"help": "Regular expressions of parameter names to train as well, e.g. 'encoder.layer_norm'."}
     )
     layerdrop: Optional[float] = field(default=None, metadata={"help": "Probability of skipping a transformer layer in training."})
     ctc_loss_reduction: str = field(default="mean", metadata={"help": "How the CTC loss is reduced: 'mean' or 'sum'."})
@@ -86,29 +96,33 @@ def main() -> None:
         return
 
     # 3. Processor and model: from scratch, or a checkpoint (keeping its CTC head when it can spell the lexicon)
-    loaded = load_ctc_model(
-        lexicon,
-        model_args.model_name_or_path,
-        model_args.model_type,
-        config_overrides={
-            "ctc_loss_reduction": model_args.ctc_loss_reduction,
-            "ctc_zero_infinity": model_args.ctc_zero_infinity,
-            **({"layerdrop": model_args.layerdrop} if model_args.layerdrop is not None else {}),
-            **(model_args.config_overrides or {}),
-        },
-        **({"cache_dir": model_args.cache_dir, "trust_remote_code": model_args.trust_remote_code} if model_args.model_name_or_path else {}),
-    )
+    zero3 = getattr(training_args, "hf_deepspeed_config", None) is not None and training_args.hf_deepspeed_config.is_zero3()
+    with without_zero3_init() if zero3 else nullcontext():
+        loaded = load_ctc_model(
+            lexicon,
+            model_args.model_name_or_path,
+            model_args.model_type,
+            config_overrides={
+                "ctc_loss_reduction": model_args.ctc_loss_reduction,
+                "ctc_zero_infinity": model_args.ctc_zero_infinity,
+                **({"layerdrop": model_args.layerdrop} if model_args.layerdrop is not None else {}),
+                **(model_args.config_overrides or {}),
+            },
+            **({"cache_dir": model_args.cache_dir, "trust_remote_code": model_args.trust_remote_code} if model_args.model_name_or_path else {}),
+        )
     model, processor = loaded.model, loaded.processor
     if model_args.model_name_or_path and model_args.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("model %s: %.2fM parameters, %.2fM trainable", model.config.model_type, model.num_parameters() / 1e6, trainable / 1e6)
+    if zero3:
+        fold_weight_norm(model)  # the known ZeRO-3 trap of wav2vec 2.0 / HuBERT's positional convolution
+    apply_freezing(model, model_args.trainable_layers, model_args.train_only_head, model_args.also_trainable)
 
     # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly
     augmenter = build_augmenter(data_args.augmentation)
     train_dataset = prepare_for_training(
         splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
     )
+    train_dataset = drop_unalignable(train_dataset, model._get_feat_extract_output_lengths, "train")
     eval_dataset = prepare_for_training(splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed)
     test_dataset = prepare_for_training(splits["test"], processor)
 

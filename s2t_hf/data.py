@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from datasets import Audio, Dataset, DatasetDict
 from transformers import Wav2Vec2Processor
@@ -68,6 +71,28 @@ class ClipReader:
         name = self.feature_extractor.model_input_names[0]  # input_values (CTC) or input_features (Speech2Text)
         batch[name] = self.feature_extractor(values, sampling_rate=SAMPLING_RATE)[name]
         return batch
+
+
+def ctc_frames_needed(labels: list[int]) -> int:
+    """Frames a CTC alignment of `labels` needs: one per token, plus a blank between repeats."""
+    return len(labels) + sum(1 for previous, token in zip(labels, labels[1:]) if previous == token)
+
+
+def drop_unalignable(dataset: Dataset, output_lengths: Callable[[torch.Tensor], torch.Tensor], split: str) -> Dataset:
+    """Drop clips too short for their label under CTC (the loss would be infinite), with a warning."""
+    frames = output_lengths(torch.tensor(dataset.with_format(None)["input_length"][:])).tolist()
+    needed = [ctc_frames_needed(labels) for labels in dataset.with_format(None)["labels"][:]]
+    keep = [index for index, (have, need) in enumerate(zip(frames, needed)) if have >= need]
+    if len(keep) < len(dataset):
+        logger.warning(
+            "%s: dropped %d of %d clips whose model output has fewer frames than their label needs (CTC cannot align them)",
+            split, len(dataset) - len(keep), len(dataset),
+        )
+        transform = dataset.format.get("format_kwargs", {}).get("transform")
+        dataset = dataset.with_format(None).select(keep)
+        if transform is not None:
+            dataset.set_transform(transform)
+    return dataset
 
 
 def prepare_for_training(
