@@ -21,7 +21,7 @@ from .audio import SAMPLING_RATE, load_audio
 from .augmentation import Augmenter
 from .lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
-from .synthesis import synthesize_corpus
+from .synthesis import synthesize_corpus, write_manifest
 from .tts import Voice, parse_voices
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ def build_corpus(
     progress: bool = True,
 ) -> DatasetDict:
     """Synthesise every name with every voice under `data_dir` (reusing clips already there),
-    split by speaker and save the DatasetDict to `data_dir/dataset`."""
+    split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
     parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
     assignment = assign_speakers([clip.speaker for clip in clips], validation_voices, test_voices, seed=split_seed)
     splits = build_dataset_dict(clips, data_dir, assignment)
     splits.save_to_disk(str(Path(data_dir) / DATASET_FOLDER))
+    for split in splits:  # per-split manifests, e.g. for `s2t-hf evaluate MODEL --manifest data/.../manifest-test.tsv`
+        write_manifest([clip for clip in clips if assignment[clip.speaker] == split], Path(data_dir) / f"manifest-{split}.tsv")
     return splits
 
 

@@ -34,6 +34,10 @@ def test_saved_splits_share_no_voice(corpus):
     speakers = {name: set(split["speaker"]) for name, split in splits.items()}
     assert speakers["test"] == {"flite:slt"} and speakers["validation"] == {"flite:kal16"}
     assert not speakers["train"] & (speakers["test"] | speakers["validation"])
+    from s2t_hf.synthesis import read_manifest
+
+    assert {row["speaker"] for row in read_manifest(folder / "manifest-test.tsv")} == {"flite:slt"}
+    assert len(read_manifest(folder / "manifest-train.tsv")) == 18
     from datasets import Audio, load_from_disk
 
     from s2t_hf.audio import load_audio
