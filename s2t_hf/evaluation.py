@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLING_RATE, AudioError
+from .audio import SAMPLING_RATE, AudioError, load_audio
 from .inference import S2T
 from .lexicon import LexiconError, normalize_name
 from .metrics import TOP_KS, character_error_rate, top_k_accuracy
@@ -64,7 +64,7 @@ def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 1
         readable = []
         for row in batch:
             try:
-                audio = recogniser.process(row["path"])
+                audio = load_audio(row["path"])
                 label = normalize_name(row["text"])
             except (AudioError, LexiconError) as error:
                 errors.append({"path": row["path"], "error": str(error)})

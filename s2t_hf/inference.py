@@ -92,9 +92,12 @@ class S2T:
             lexicon = load_lexicon(lexicon)
         return cls(model, processor, lexicon)
 
-    def process(self, audio: AudioInput, sampling_rate: int | None = None) -> np.ndarray:
-        """Read any audio (path, bytes, array with its rate; any rate, mono or stereo) as 16 kHz mono."""
-        return load_audio(audio, sampling_rate)
+    def process(self, audio: AudioInput, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+        """The model's normalised input for one clip: any audio (path, bytes, an array with its
+        `sampling_rate`; any rate, mono or stereo) read as 16 kHz mono and passed through the
+        model's feature extractor."""
+        clip = load_audio(audio, sampling_rate)
+        return dict(self.processor.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
 
     @torch.no_grad()
     def _run_batch(self, clips: list[np.ndarray], top_k: int) -> tuple[list[str], Ranking | None]:
@@ -129,7 +132,7 @@ class S2T:
         inputs = [audio] if single else audio
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
-            clips = [self.process(item) for item in inputs[start : start + self.batch_size]]
+            clips = [load_audio(item) for item in inputs[start : start + self.batch_size]]
             transcripts, ranking = self._run_batch(clips, top_k)
             for row, transcript in enumerate(transcripts):
                 candidates = []

@@ -67,6 +67,21 @@ def write_report(
     return path
 
 
+class ReportInModelCard:
+    """Trainer mixin: the model card (README.md, also what `push_to_hub` uploads) carries the
+    run's report: lexicon size, held-out voices and the top-1..5 table."""
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        report = Path(self.args.output_dir) / "report.md"
+        card = Path(self.args.output_dir) / "README.md"
+        if self.is_world_process_zero() and report.is_file() and card.is_file():
+            text = card.read_text(encoding="utf-8")
+            section = report.read_text(encoding="utf-8").replace("# Drug-name recognition report", "## Drug-name recognition (s2t-hf)")
+            if section not in text:
+                card.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
+
+
 def evaluate_and_report(
     trainer: Trainer,
     test_dataset: Dataset,

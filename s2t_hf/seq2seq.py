@@ -13,6 +13,7 @@ from transformers import Seq2SeqTrainer
 
 from .lexicon import DrugName
 from .ranking import Ranking
+from .report import ReportInModelCard
 
 RANKED_FOR_METRICS = 10
 
@@ -76,7 +77,7 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> t
     return model.generate(**{key: value for key, value in inputs.items() if value is not None}, num_beams=1, **limit)
 
 
-class Seq2SeqRankingTrainer(Seq2SeqTrainer):
+class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
 
     def __init__(self, *args, ranker: Seq2SeqRanker, max_new_tokens: int | None = None, **kwargs):

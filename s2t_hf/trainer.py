@@ -14,11 +14,12 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .ranking import CTCRanker, output_lengths
+from .report import ReportInModelCard
 
 RANKED_FOR_METRICS = 10
 
 
-class CTCTrainer(Trainer):
+class CTCTrainer(ReportInModelCard, Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
         super().__init__(*args, **kwargs)
         self.ranker = ranker

@@ -68,6 +68,8 @@ def test_writes_model_processor_report_and_results(trained):
     assert tops == sorted(tops)
     report = (trained / "report.md").read_text()
     assert "voices never heard in training" in report and "flite:slt" in report
+    card = (trained / "README.md").read_text()  # what push_to_hub uploads
+    assert "Lexicon: 6 names" in card and "| CTC likelihood" in card and "flite:slt" in card
 
 
 def test_evaluation_loss_fell_below_training_loss(trained):
