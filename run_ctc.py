@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import datasets
+import torch
 import transformers
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -27,14 +28,13 @@ from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.arguments import DataTrainingArguments, parse_arguments
 from s2t_hf.data import drop_unalignable, prepare_for_training
-from s2t_hf.freezing import apply_freezing
-from s2t_hf.inference import save_lexicon
+from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
 from s2t_hf.models import fold_weight_norm, load_ctc_model, without_zero3_init
 from s2t_hf.ranking import CTCRanker
 from s2t_hf.report import evaluate_and_report
-from s2t_hf.trainer import CTCTrainer
+from s2t_hf.trainer import CTCTrainer, train_and_save
 from s2t_hf.vocabulary import encode_labels
 
 logger = logging.getLogger("run_ctc")
@@ -65,6 +65,10 @@ class ModelArguments:
     train_only_head: bool = field(default=False, metadata={"help": "Train only the CTC head (same as trainable_layers=0)."})
     also_trainable: Optional[list[str]] = field(
         default=None, metadata={"help": "Regular expressions of parameter names to train as well, e.g. 'encoder.layer_norm'."}
+    )
+    frozen_weights_dtype: Optional[str] = field(
+        default=None,
+        metadata={"help": "Store frozen weights as 'bfloat16' to halve their memory (needs bf16: true). Saved models are float32."},
     )
     layerdrop: Optional[float] = field(default=None, metadata={"help": "Probability of skipping a transformer layer in training."})
     ctc_loss_reduction: str = field(default="mean", metadata={"help": "How the CTC loss is reduced: 'mean' or 'sum'."})
@@ -116,6 +120,10 @@ def main() -> None:
     if zero3:
         fold_weight_norm(model)  # the known ZeRO-3 trap of wav2vec 2.0 / HuBERT's positional convolution
     apply_freezing(model, model_args.trainable_layers, model_args.train_only_head, model_args.also_trainable)
+    if model_args.frozen_weights_dtype:
+        if model_args.frozen_weights_dtype != "bfloat16" or not training_args.bf16:
+            raise ValueError(f"frozen_weights_dtype={model_args.frozen_weights_dtype!r}: only 'bfloat16' is supported, with \"bf16\": true")
+        cast_frozen_parameters(model, torch.bfloat16)
 
     # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly
     augmenter = build_augmenter(data_args.augmentation)
@@ -141,13 +149,7 @@ def main() -> None:
     )
 
     # 6. Train
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model()
-    processor.save_pretrained(training_args.output_dir)
-    save_lexicon(lexicon, training_args.output_dir)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_and_save(trainer, processor, lexicon, resume_from=last_checkpoint)
 
     # 7. Evaluate on validation and on the unseen-voice test split; report, model card, Hub
     evaluate_and_report(

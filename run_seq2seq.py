@@ -25,12 +25,12 @@ from s2t_hf.arguments import DataTrainingArguments, parse_arguments
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.data import prepare_for_training
-from s2t_hf.inference import save_lexicon
 from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
 from s2t_hf.models import load_seq2seq_model
 from s2t_hf.report import evaluate_and_report
 from s2t_hf.seq2seq import Seq2SeqRanker, Seq2SeqRankingTrainer
+from s2t_hf.trainer import train_and_save
 
 logger = logging.getLogger("run_seq2seq")
 
@@ -94,13 +94,7 @@ def main() -> None:
     )
 
     # 6. Train
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_model()
-    processor.save_pretrained(training_args.output_dir)
-    save_lexicon(lexicon, training_args.output_dir)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_and_save(trainer, processor, lexicon, resume_from=last_checkpoint)
 
     # 7. Evaluate on validation and on the unseen-voice test split; report, model card, Hub
     evaluate_and_report(

@@ -39,6 +39,8 @@ SETTINGS = {
     "last 4 layers + checkpointing": (4, True, True, None),
     "head only (0 layers)": (0, True, False, None),
     "head only + checkpointing": (0, True, True, None),
+    "last 4 layers, frozen weights bf16": (4, True, False, "frozen-bf16"),
+    "last 8 layers, frozen weights bf16": (8, True, False, "frozen-bf16"),
     "ZeRO-2 + CPU offload (encoder frozen)": (None, True, True, "ds_configs/zero2_offload.json"),
     "ZeRO-3 + CPU offload (encoder frozen)": (None, True, True, "ds_configs/zero3_offload.json"),
 }
@@ -58,14 +60,19 @@ def hubert_large():
 def measure(setting: str, steps: int, device: str, bf16: bool) -> dict:
     import torch
 
-    from s2t_hf.freezing import apply_freezing
+    from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
 
     trainable_layers, freeze_encoder, checkpointing, deepspeed_config = SETTINGS[setting]
+    frozen_bf16 = deepspeed_config == "frozen-bf16"
+    if frozen_bf16:
+        deepspeed_config, bf16 = None, True
     torch.manual_seed(0)
     model = hubert_large()
     if freeze_encoder:
         model.freeze_feature_encoder()
     trainable, total = apply_freezing(model, trainable_layers)
+    if frozen_bf16:
+        cast_frozen_parameters(model, torch.bfloat16)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -78,7 +85,7 @@ def measure(setting: str, steps: int, device: str, bf16: bool) -> dict:
         for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}.items():
             os.environ.setdefault(key, value)
         config = json.loads((ROOT / deepspeed_config).read_text())
-        config.update(train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=1, gradient_clipping=1.0)
+        config.update(train_batch_size=4, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=1, gradient_clipping=1.0)
         config["fp16"]["enabled"] = False
         config["bf16"]["enabled"] = bf16
         config["optimizer"]["params"] = {"lr": 1e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
@@ -136,12 +143,17 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (the CTC loss stays float32)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these settings (names as in the table)")
     parser.add_argument("--out", default="benchmarks/results/hubert_memory.json")
+    parser.add_argument("--table-only", action="store_true", help="print the table of an earlier --out JSON without measuring")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one setting in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.steps, args.device, args.bf16)))
         return
 
+    if args.table_only:
+        saved = json.loads(Path(args.out).read_text())
+        print_table(saved["rows"], saved["device"], saved["bf16"], args.steps)
+        return
     rows = []
     for setting in args.only or SETTINGS:
         command = [sys.executable, __file__, "--one", setting, "--steps", str(args.steps), "--device", args.device] + (["--bf16"] if args.bf16 else [])
@@ -151,19 +163,28 @@ def main() -> None:
         else:
             rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"device": args.device, "bf16": args.bf16, "rows": rows}, indent=2))
+    print_table(rows, args.device, args.bf16, args.steps)
+
+
+def print_table(rows: list[dict], device: str, bf16: bool, steps: int) -> None:
     naive = next((row for row in rows if row["setting"].startswith("full") and "peak_rss_gib" in row), None)
-    memory_key = "peak_cuda_gib" if args.device == "cuda" else "peak_rss_gib"
-    print(f"HuBERT-large, batch 4 x 2 s, {args.device}{' bf16' if args.bf16 else ' fp32'}, {args.steps} timed steps")
-    print(f"| setting | trainable | peak {'CUDA' if args.device == 'cuda' else 'RSS'} | vs naive | s/step |")
+    memory_key = "peak_cuda_gib" if device == "cuda" else "peak_rss_gib"
+    print(f"HuBERT-large, batch 4 x 2 s, {device}{' bf16' if bf16 else ' fp32'}, {steps} timed steps")
+    print(f"| setting | trainable | peak {'CUDA' if device == 'cuda' else 'RSS'} | vs naive | s/step |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
         if "error" in row:
             print(f"| {row['setting']} | failed: {row['error']} | | | |")
             continue
-        ratio = f"{naive[memory_key] / row[memory_key]:.1f}x lower" if naive and row is not naive else "1.0x"
+        if naive is None or row is naive:
+            ratio = "1.0x"
+        elif row[memory_key] <= naive[memory_key]:
+            ratio = f"{naive[memory_key] / row[memory_key]:.1f}x lower"
+        else:
+            ratio = f"{row[memory_key] / naive[memory_key]:.1f}x higher"
         print(f"| {row['setting']} | {row['trainable_m']}M of {row['total_m']}M | {row[memory_key]:.2f} GiB | {ratio} | {row['seconds_per_step']:.1f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"device": args.device, "bf16": args.bf16, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
+import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -65,3 +66,16 @@ def apply_freezing(
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %.2fM of %.2fM (%.1f%%)", trainable / 1e6, total / 1e6, 100 * trainable / max(total, 1))
     return trainable, total
+
+
+def cast_frozen_parameters(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store frozen parameters in `dtype` (e.g. bfloat16), halving their memory; trainable ones
+    stay float32 for the optimiser. Train with bf16 autocast so every op sees one dtype.
+    Returns how many parameters were cast."""
+    cast = 0
+    for parameter in model.parameters():
+        if not parameter.requires_grad and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
+            cast += parameter.numel()
+    logger.info("%.2fM frozen parameters stored as %s", cast / 1e6, dtype)
+    return cast

@@ -27,6 +27,15 @@ class Ranking:
     scores: torch.Tensor  # (batch, k) float
 
 
+def pad_ids(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows as one (rows, longest) tensor padded with `fill`, and their lengths."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    padded = torch.full((len(rows), int(lengths.max())), fill, dtype=torch.long)
+    for index, row in enumerate(rows):
+        padded[index, : len(row)] = torch.tensor(row)
+    return padded, lengths
+
+
 class CTCRanker:
     """Scores every lexicon name against a CTC model's log-probabilities."""
 
@@ -37,10 +46,7 @@ class CTCRanker:
             raise ValueError("every lexicon name needs at least one token")
         self.lexicon = lexicon
         self.blank_id = blank_id
-        self.target_lengths = torch.tensor([len(ids) for ids in label_ids], dtype=torch.long)
-        self.targets = torch.zeros(len(label_ids), int(self.target_lengths.max()), dtype=torch.long)
-        for row, ids in enumerate(label_ids):
-            self.targets[row, : len(ids)] = torch.tensor(ids)
+        self.targets, self.target_lengths = pad_ids(label_ids, fill=0)
         # bounds the (frames x clips*names x vocab) tensor ctc_loss works on
         self.max_batch_elements = max_batch_elements
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import Seq2SeqTrainer
 
 from .lexicon import DrugName
-from .ranking import Ranking
+from .ranking import Ranking, pad_ids
 from .report import ReportInModelCard
 
 RANKED_FOR_METRICS = 10
@@ -23,11 +23,7 @@ class Seq2SeqRanker:
 
     def __init__(self, lexicon: list[DrugName], tokenizer, max_batch_names: int = 2048):
         self.lexicon = lexicon
-        ids = tokenizer([entry.label for entry in lexicon]).input_ids  # ends with </s>
-        self.lengths = torch.tensor([len(row) for row in ids])
-        self.labels = torch.full((len(ids), int(self.lengths.max())), -100, dtype=torch.long)
-        for row, token_ids in enumerate(ids):
-            self.labels[row, : len(token_ids)] = torch.tensor(token_ids)
+        self.labels, self.lengths = pad_ids(tokenizer([entry.label for entry in lexicon]).input_ids, fill=-100)  # rows end with </s>
         self.max_batch_names = max_batch_names
 
     def __len__(self) -> int:

@@ -13,6 +13,8 @@ import torch
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .inference import save_lexicon
+from .lexicon import DrugName
 from .ranking import CTCRanker, output_lengths
 from .report import ReportInModelCard
 
@@ -53,3 +55,17 @@ class CTCTrainer(ReportInModelCard, Trainer):
         greedy[torch.arange(frames)[None, :] >= lengths[:, None]] = -100
         device = logits.device
         return loss, (ranking.indices.to(device), greedy.to(device)), labels
+
+
+def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_from: str | None = None) -> None:
+    """Train (resuming from a checkpoint when given), then save the model, its processor and
+    lexicon, the training metrics and the Trainer state into the output folder."""
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):
+        trainer.model.float()  # frozen weights kept in bfloat16 for training are saved as float32
+    trainer.save_model()
+    processor.save_pretrained(trainer.args.output_dir)
+    save_lexicon(lexicon, trainer.args.output_dir)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()

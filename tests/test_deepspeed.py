@@ -60,3 +60,22 @@ def test_gradient_checkpointing_trains(tmp_path, corpus):
     result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), gradient_checkpointing=True, trainable_layers=2)
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((tmp_path / "model" / "all_results.json").read_text())["train_loss"] > 0
+
+
+def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus):
+    require_program("espeak-ng")
+    corpus_dir, _ = corpus
+    result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), bf16=True, frozen_weights_dtype="bfloat16")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "frozen parameters stored as torch.bfloat16" in result.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as weights:
+        assert {str(weights.get_slice(name).get_dtype()) for name in weights.keys()} == {"F32"}
+
+
+def test_frozen_weights_dtype_without_bf16_is_a_clear_error(tmp_path, corpus):
+    require_program("espeak-ng")
+    corpus_dir, _ = corpus
+    result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), frozen_weights_dtype="bfloat16")
+    assert result.returncode != 0 and "frozen_weights_dtype='bfloat16'" in result.stderr
