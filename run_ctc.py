@@ -12,21 +12,17 @@ and `transformers.TrainingArguments`. The steps below follow Hugging Face's
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import datasets
 import torch
-import transformers
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainingArguments
 
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments, start_run
 from s2t_hf.data import drop_unalignable, prepare_for_training
 from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.lexicon import load_lexicon
@@ -83,13 +79,7 @@ def main() -> None:
     started = time.time()
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments))
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    datasets.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
-    last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if last_checkpoint:
-        logger.info("resuming from %s", last_checkpoint)
+    last_checkpoint = start_run(training_args)
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
     lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)

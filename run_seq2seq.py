@@ -11,17 +11,13 @@ with `Seq2SeqTrainer`, and every lexicon name is ranked by its sequence likeliho
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import datasets
-import transformers
-from transformers import Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Seq2SeqTrainingArguments
 
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments, start_run
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.data import prepare_for_training
@@ -52,17 +48,14 @@ def main() -> None:
     started = time.time()
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments((ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments))
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    datasets.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
-    last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    last_checkpoint = start_run(training_args)
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
     lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
     with training_args.main_process_first(desc="synthesis"):
         splits = data_args.synthesize_and_split(lexicon)
     if data_args.preprocessing_only:
+        logger.info("data ready in %s", data_args.data_dir)
         return
 
     # 3. Processor and encoder-decoder model

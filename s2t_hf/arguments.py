@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from datasets import DatasetDict
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from .data import build_corpus
 from .lexicon import DEFAULT_LEXICON, DrugName
@@ -95,3 +97,19 @@ def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
     if "--deepspeed" in sys.argv:
         ensure_single_process_environment()
     return parser.parse_args_into_dataclasses()
+
+
+def start_run(training_args: TrainingArguments) -> str | None:
+    """Logging and seeding for a training run; returns the checkpoint to resume from, if the
+    output folder holds one (rerunning a killed command picks up where it stopped)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if last_checkpoint:
+        logging.getLogger(__name__).info("resuming from %s", last_checkpoint)
+    return last_checkpoint
