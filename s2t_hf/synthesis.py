@@ -84,7 +84,7 @@ def synthesize_batch(voice: Voice, entries: list[DrugName], corpus_dir: Path, ti
     try:
         get_engine(voice.engine).synthesize(raw, voice, timeout)
     except TTSError:
-        raise
+        raise  # a setup problem (engine missing, no network for gTTS): stop with its message
     except Exception as error:  # an engine crash must not end the whole corpus
         logger.warning("%s: synthesis failed (%s); %d names skipped", voice.id, error, len(entries))
     written = 0
