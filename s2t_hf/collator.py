@@ -8,6 +8,13 @@ from typing import Any
 import torch
 from transformers import ProcessorMixin
 
+INPUT_LENGTHS = "input_lengths"
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated batch without `input_lengths`, which is for ranking, not for the model."""
+    return {key: value for key, value in batch.items() if key != INPUT_LENGTHS}
+
 
 @dataclass
 class DataCollatorSpeechWithPadding:
@@ -29,7 +36,7 @@ class DataCollatorSpeechWithPadding:
         name = self.processor.feature_extractor.model_input_names[0]
         inputs = [{name: feature[name]} for feature in features]
         batch = self.processor.feature_extractor.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
-        batch["input_lengths"] = torch.tensor([len(feature[name]) for feature in features])
+        batch[INPUT_LENGTHS] = torch.tensor([len(feature[name]) for feature in features])
         if "labels" in features[0]:
             labels = self.processor.tokenizer.pad({"input_ids": [feature["labels"] for feature in features]}, padding=True, return_tensors="pt")
             batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)

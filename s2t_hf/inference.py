@@ -22,8 +22,9 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 
 from .audio import SAMPLING_RATE, AudioInput, load_audio
 from .lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
-from .ranking import CTCRanker, Ranking, output_lengths
-from .seq2seq import Seq2SeqRanker, encoder_attention_mask, greedy_generate
+from .metrics import decode_ids
+from .ranking import CTCRanker, Ranking, greedy_ids, output_lengths
+from .seq2seq import Seq2SeqRanker, transcribe_and_rank
 from .vocabulary import encode_labels
 
 logger = logging.getLogger(__name__)
@@ -106,17 +107,13 @@ class S2T:
         inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
         tokenizer = self.processor.tokenizer
         if self.is_seq2seq:
-            generated = greedy_generate(self.model, inputs, self.max_new_tokens)
-            transcripts = [text.strip().lower() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
-            if top_k <= 0:
-                return transcripts, None
-            hidden = self.model.get_encoder()(**inputs).last_hidden_state
-            mask = encoder_attention_mask(self.model, hidden.shape[1], inputs.get("attention_mask"))
-            return transcripts, self.ranker.rank(self.model, hidden, mask, top_k)
+            generated, ranking = transcribe_and_rank(
+                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), top_k, self.max_new_tokens
+            )
+            return decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), ranking
         log_probs = self.model(**inputs).logits.float().log_softmax(-1).cpu()
         lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), log_probs.shape[1])
-        greedy = log_probs.argmax(-1)
-        transcripts = [tokenizer.decode(greedy[row, : int(lengths[row])]).lower() for row in range(len(greedy))]
+        transcripts = decode_ids(tokenizer, greedy_ids(log_probs, lengths).numpy(), ctc_output=True)
         return transcripts, self.ranker.rank(log_probs, lengths, top_k) if top_k > 0 else None
 
     def transcribe(self, audio: AudioInput | list[AudioInput]) -> str | list[str]:

@@ -19,6 +19,9 @@ from rapidfuzz import fuzz, process
 from .lexicon import DrugName
 
 
+RANKED_FOR_METRICS = 10  # candidates kept per clip at evaluation (top-k curves go to k=10)
+
+
 @dataclass
 class Ranking:
     """Top-k lexicon indices per clip, best first, with their scores (higher is better)."""
@@ -107,3 +110,10 @@ def output_lengths(model: torch.nn.Module, input_lengths: torch.Tensor, frames: 
         return torch.full((len(input_lengths),), frames, dtype=torch.long)
     lengths = model._get_feat_extract_output_lengths(input_lengths.cpu()).long()
     return lengths.clamp(max=frames)
+
+
+def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Best token per frame, with frames past each clip's length set to -100 (padding)."""
+    greedy = log_probs.argmax(-1)
+    greedy[torch.arange(log_probs.shape[1])[None, :] >= lengths[:, None]] = -100
+    return greedy

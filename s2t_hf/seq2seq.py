@@ -12,11 +12,9 @@ import torch.nn.functional as F
 from transformers import Seq2SeqTrainer
 
 from .lexicon import DrugName
-from .ranking import Ranking, pad_ids
+from .collator import model_inputs
+from .ranking import RANKED_FOR_METRICS, Ranking, pad_ids
 from .report import ReportInModelCard
-
-RANKED_FOR_METRICS = 10
-
 
 class Seq2SeqRanker:
     """Scores every lexicon name with an encoder-decoder model."""
@@ -73,6 +71,19 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> t
     return model.generate(**{key: value for key, value in inputs.items() if value is not None}, num_beams=1, **limit)
 
 
+@torch.no_grad()
+def transcribe_and_rank(
+    model, ranker: Seq2SeqRanker, features: torch.Tensor, mask: torch.Tensor | None, top_k: int, max_new_tokens: int | None = None
+) -> tuple[torch.Tensor, Ranking | None]:
+    """Greedy transcript ids and (when top_k > 0) the lexicon ranking, from one encoder pass."""
+    encoder_outputs = model.get_encoder()(input_features=features, attention_mask=mask)
+    generated = greedy_generate(model, {"encoder_outputs": encoder_outputs, "attention_mask": mask}, max_new_tokens)
+    if top_k <= 0:
+        return generated, None
+    hidden = encoder_outputs.last_hidden_state
+    return generated, ranker.rank(model, hidden, encoder_attention_mask(model, hidden.shape[1], mask), top_k)
+
+
 class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
 
@@ -82,20 +93,17 @@ class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
         self.max_new_tokens = max_new_tokens
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        inputs = {key: value for key, value in inputs.items() if key != "input_lengths"}
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        inputs = {key: value for key, value in self._prepare_inputs(inputs).items() if key != "input_lengths"}
+        inputs = model_inputs(self._prepare_inputs(inputs))
         labels = inputs.get("labels")
         with torch.no_grad():
             loss = self.compute_loss(model, inputs).detach() if labels is not None else None
         if prediction_loss_only:
             return loss, None, None
-        unwrapped = self.accelerator.unwrap_model(model)
-        features, mask = inputs["input_features"], inputs.get("attention_mask")
-        with torch.no_grad():
-            encoder_hidden = unwrapped.get_encoder()(input_features=features, attention_mask=mask).last_hidden_state
-            ranking = self.ranker.rank(unwrapped, encoder_hidden, encoder_attention_mask(unwrapped, encoder_hidden.shape[1], mask), RANKED_FOR_METRICS)
-            generated = greedy_generate(unwrapped, {"input_features": features, "attention_mask": mask}, self.max_new_tokens)
+        features = inputs["input_features"]
+        generated, ranking = transcribe_and_rank(
+            self.accelerator.unwrap_model(model), self.ranker, features, inputs.get("attention_mask"), RANKED_FOR_METRICS, self.max_new_tokens
+        )
         return loss, (ranking.indices.to(features.device), generated), labels

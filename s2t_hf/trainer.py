@@ -15,11 +15,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .inference import save_lexicon
 from .lexicon import DrugName
-from .ranking import CTCRanker, output_lengths
+from .collator import INPUT_LENGTHS, model_inputs
+from .ranking import RANKED_FOR_METRICS, CTCRanker, greedy_ids, output_lengths
 from .report import ReportInModelCard
-
-RANKED_FOR_METRICS = 10
-
 
 class CTCTrainer(ReportInModelCard, Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
@@ -36,25 +34,20 @@ class CTCTrainer(ReportInModelCard, Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        inputs = {key: value for key, value in inputs.items() if key != "input_lengths"}
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = dict(inputs)
-        input_lengths = inputs.pop("input_lengths")
-        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        loss, logits, labels = super().prediction_step(model, model_inputs(inputs), prediction_loss_only, ignore_keys)
         if prediction_loss_only or logits is None:
             return loss, logits, labels
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         frames = logits.shape[1]
-        lengths = output_lengths(self.accelerator.unwrap_model(model), input_lengths, frames)
+        lengths = output_lengths(self.accelerator.unwrap_model(model), inputs[INPUT_LENGTHS], frames)
         log_probs = logits.float().log_softmax(-1).cpu()
         ranking = self.ranker.rank(log_probs, lengths, top_k=RANKED_FOR_METRICS)
-        greedy = log_probs.argmax(-1)
-        greedy[torch.arange(frames)[None, :] >= lengths[:, None]] = -100
         device = logits.device
-        return loss, (ranking.indices.to(device), greedy.to(device)), labels
+        return loss, (ranking.indices.to(device), greedy_ids(log_probs, lengths).to(device)), labels
 
 
 def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_from: str | None = None) -> None:
