@@ -13,7 +13,7 @@ from transformers import Seq2SeqTrainer
 
 from .lexicon import DrugName
 from .collator import model_inputs
-from .ranking import RANKED_FOR_METRICS, Ranking, pad_ids
+from .ranking import RANKED_FOR_METRICS, Ranking, pad_ids, top_candidates
 from .report import ReportInModelCard
 
 class Seq2SeqRanker:
@@ -53,8 +53,7 @@ class Seq2SeqRanker:
         return result
 
     def rank(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, top_k: int = 5) -> Ranking:
-        top = self.scores(model, encoder_hidden, encoder_mask).topk(min(top_k, len(self.lexicon)), dim=-1)
-        return Ranking(indices=top.indices, scores=top.values)
+        return top_candidates(self.scores(model, encoder_hidden, encoder_mask), top_k)
 
 
 def encoder_attention_mask(model, outputs_length: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:

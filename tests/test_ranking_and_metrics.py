@@ -49,13 +49,25 @@ def test_lengths_ignore_padding_frames_and_too_long_names_rank_last():
     assert ranker.rank(log_probs, lengths=torch.tensor([3]), top_k=2).indices[0].tolist() == [0, 1]
 
 
-def test_chunked_scoring_matches_unchunked():
-    names = ["metformin", "warfarin", "heparin", "insulin", "aspirin", "atenolol"]
+def test_prefix_tree_scores_equal_ctc_loss_for_every_name():
+    # shared prefixes, a name that is a prefix of another, double letters, and clips of 1..20 frames
+    names = ["metformin", "metoprolol", "met", "warfarin", "heparin", "hep", "alla", "ala", "all", "penicillin", "a"]
     lexicon, tokenizer, ranker = make_ranker(names)
-    log_probs = torch.randn(3, 20, len(tokenizer)).log_softmax(-1)
-    whole = ranker.scores(log_probs, torch.tensor([20, 15, 9]))
-    ranker.max_batch_elements = 1  # one name per ctc_loss call
-    torch.testing.assert_close(ranker.scores(log_probs, torch.tensor([20, 15, 9])), whole)
+    lengths = torch.tensor([20, 15, 9, 3, 1])
+    log_probs = torch.randn(len(lengths), 20, len(tokenizer)).mul(3).log_softmax(-1)
+    label_ids = encode_labels(tokenizer, lexicon)
+    expected = torch.empty(len(lengths), len(names))
+    for clip, length in enumerate(lengths.tolist()):
+        for name, ids in enumerate(label_ids):
+            nll = torch.nn.functional.ctc_loss(
+                log_probs[clip, :length].unsqueeze(1), torch.tensor([ids]), torch.tensor([length]), torch.tensor([len(ids)]),
+                blank=tokenizer.pad_token_id, reduction="none",
+            )
+            expected[clip, name] = -nll[0] / len(ids)
+    scores = ranker.scores(log_probs, lengths)
+    assert torch.equal(torch.isinf(scores), torch.isinf(expected))  # unalignable names agree
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(scores[finite], expected[finite], rtol=1e-5, atol=1e-4)
 
 
 def test_fuzzy_baseline_ranks_by_spelling():
