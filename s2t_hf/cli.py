@@ -1,4 +1,4 @@
-"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate."""
+"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate, compare, calibrate."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.audio:
         try:
-            result = recogniser.recognize(path, top_k=args.top_k)
+            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon)
             record = {"path": path, **result.to_dict()}
         except AudioError as error:
             failures += 1
@@ -68,8 +68,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         elif "error" in record:
             print(f"{path}: error: {record['error']}")
         else:
-            ranked = ", ".join(f"{c['name']} ({c['score']:.3f})" for c in record["candidates"])
-            print(f"{path}: heard {record['transcript']!r} -> {ranked}")
+            ranked = ", ".join(f"{c['name']} ({100 * c['probability']:.1f}%)" for c in record["candidates"])
+            flags = ("  [NOT IN LEXICON]" if record["out_of_lexicon"] else "") + ("  [AMBIGUOUS]" if record["ambiguous"] else "")
+            print(f"{path}: heard {record['transcript']!r} -> {ranked}{flags}")
     return 1 if failures == len(args.audio) else 0
 
 
@@ -96,6 +97,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{len(report['errors'])} clips could not be read, e.g. {report['errors'][0]['error']}")
     if report["not_in_lexicon"]:
         print(f"{report['not_in_lexicon']} clips say a name that is not in the lexicon (counted as misses)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .comparison import compare_models
+    from .comparison_report import comparison_table, write_comparison_report
+
+    snrs = [None] + sorted(set(args.snr), reverse=True)
+    results = compare_models(
+        args.models, args.manifest, args.cache, snrs, lexicon=args.lexicon, device=args.device, max_clips=args.max_clips, progress=not args.json
+    )
+    if args.json:
+        print(json.dumps({model: {condition: {key: value for key, value in summary.items() if key != "records"}
+                                  for condition, summary in conditions.items()} for model, conditions in results.items()}))
+    else:
+        print(comparison_table(results))
+    if args.report:
+        path = write_comparison_report(results, args.report, args.manifest, shlex.join(["s2t-hf", *sys.argv[1:]]))
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_recogniser
+    from .comparison import sample_rows
+    from .evaluation import read_evaluation_manifest
+
+    recogniser = load_recogniser(args)
+    rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
+    calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest))
+    path = calibration.save(args.model)
+    print(f"{path}: temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
+          f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips)")
     return 0
 
 
@@ -127,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, helptext in [
         ("recognize", cmd_recognize, "rank the lexicon's drug names for audio files"),
         ("evaluate", cmd_evaluate, "top-1..5 accuracy and CER on a manifest of recordings"),
+        ("calibrate", cmd_calibrate, "fit probabilities and the ambiguous / not-in-lexicon flags on held-out clips; saves calibration.json"),
     ]:
         command = commands.add_parser(name, help=helptext)
-        command.add_argument("model", help="a model folder written by run_ctc.py, or a Hub id")
+        command.add_argument("model", help="a model folder written by run_ctc.py" + ("" if name == "calibrate" else ", or a Hub id"))
         command.add_argument("--lexicon", default=None, help="names to rank (default: the model's own lexicon.txt)")
         command.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
         command.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -137,8 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "recognize":
             command.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, mono or stereo)")
             command.add_argument("--top-k", type=int, default=5, help="how many names to list (default 5)")
+            command.add_argument("--allow-out-of-lexicon", action="store_true",
+                                 help="answer 'not in lexicon' when no name fits the audio nearly as well as its own transcript")
         else:
             command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
+        if name == "calibrate":
+            command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
+
+    compare = commands.add_parser("compare", help="several models on one manifest: one table, cached predictions, an optional report")
+    compare.add_argument("models", nargs="+", help="model folders written by run_ctc.py / run_seq2seq.py, or Hub ids")
+    compare.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
+    compare.add_argument("--cache", default="outputs/predictions", help="folder for cached predictions, Parquet (default: outputs/predictions)")
+    compare.add_argument("--report", default=None, help="write report.md and PNG plots into this folder")
+    compare.add_argument("--snr", type=float, nargs="*", default=[20, 10, 5, 0], help="also test with white noise at these SNRs in dB (default: 20 10 5 0; none: --snr)")
+    compare.add_argument("--max-clips", type=int, default=None, help="a random subset of this many clips, the same for every model")
+    compare.add_argument("--lexicon", default=None, help="names to rank (default: each model's own lexicon.txt)")
+    compare.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    compare.add_argument("--json", action="store_true", help="print JSON summaries instead of the table")
+    compare.set_defaults(run=cmd_compare)
     return parser
 
 

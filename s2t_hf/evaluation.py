@@ -1,4 +1,10 @@
-"""Evaluating a recogniser on a manifest of recordings: top-1..5 and CER, overall and per group.
+"""Evaluating a recogniser on a manifest of recordings.
+
+`predict_manifest` runs the model once per clip (optionally with noise added at a fixed SNR)
+and returns one prediction record per clip: its ten best names with scores and calibrated
+probabilities, the free transcript and that transcript's own score. `summarize` turns records
+into every number a report shows: top-1..10, CER, per group, the sound-alike subset,
+calibration error, the ambiguity flag's trade-off and out-of-lexicon detection.
 
 A manifest is a tab-separated file with a header row holding at least `path` (relative to the
 manifest's folder) and `text`; any other column (`voice`, `engine`, ...) gives a breakdown.
@@ -8,15 +14,19 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .audio import SAMPLING_RATE, AudioError, load_audio
+from .audio import AudioError, load_audio
+from .calibration import Calibration, expected_calibration_error
 from .inference import S2T
 from .lexicon import LexiconError, normalize_name
 from .metrics import TOP_KS, character_error_rate, top_k_accuracy
+from .ranking import RANKED_FOR_METRICS
+from .sound_alike import partners_in_lexicon
 
 logger = logging.getLogger(__name__)
 
@@ -44,57 +54,117 @@ def read_evaluation_manifest(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def score(references: list[int], ranked: np.ndarray, reference_labels: list[str], transcripts: list[str]) -> dict[str, float]:
-    metrics = {"n": len(references), **top_k_accuracy(ranked, references, TOP_KS)}
-    metrics["cer"] = character_error_rate(reference_labels, transcripts)
-    return metrics
+def add_noise(clip: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """White noise at exactly `snr_db` relative to the clip's power, from a per-clip seed, so
+    that every model (and every rerun) hears the same noisy clip."""
+    power = float(np.mean(clip**2)) or 1e-10
+    noise = np.random.default_rng(seed).standard_normal(len(clip)).astype(np.float32)
+    return clip + noise * np.sqrt(power / 10 ** (snr_db / 10))
 
 
-def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 16) -> dict:
-    """Recognise every clip of the manifest; return overall and per-group top-k and CER.
-
-    Unreadable clips and texts outside the lexicon are counted and reported, not fatal.
-    """
-    rows = read_evaluation_manifest(manifest)
-    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
-    name_index = {entry.name: index for index, entry in enumerate(recogniser.lexicon)}
-    kept, ranked, transcripts, labels, references, errors = [], [], [], [], [], []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
+def predict_manifest(
+    recogniser: S2T, rows: list[dict[str, str]], snr_db: float | None = None, batch_size: int = 16, progress: bool = True
+) -> tuple[list[dict], list[dict]]:
+    """One prediction record per readable clip, and one error record per clip that is not."""
+    label_of = {entry.name: entry.label for entry in recogniser.lexicon}  # records hold normalised labels, like references
+    records, errors = [], []
+    for start in tqdm(range(0, len(rows), batch_size), desc=f"recognising ({'clean' if snr_db is None else f'{snr_db:g} dB SNR'})", disable=not progress):
         readable = []
-        for row in batch:
+        for position, row in enumerate(rows[start : start + batch_size], start):
             try:
-                audio = load_audio(row["path"])
-                label = normalize_name(row["text"])
+                clip = load_audio(row["path"])
+                reference = normalize_name(row["text"])
             except (AudioError, LexiconError) as error:
                 errors.append({"path": row["path"], "error": str(error)})
                 continue
-            readable.append((row, label, (audio, SAMPLING_RATE)))
+            readable.append((row, reference, clip if snr_db is None else add_noise(clip, snr_db, seed=position)))
         if not readable:
             continue
-        results = recogniser.recognize([audio for _, _, audio in readable], top_k=max(TOP_KS))
-        for (row, label, _), result in zip(readable, results):
-            kept.append(row)
-            labels.append(label)
-            references.append(index_of.get(label, -1))
-            transcripts.append(result.transcript)
-            ranked.append([name_index[candidate.name] for candidate in result.candidates])
-    if not kept:
-        raise ManifestError(f"no clip of {str(manifest)!r} could be evaluated; first error: {errors[0]['error'] if errors else 'none'}")
-    ranked_array = np.array(ranked)
-    report = score(references, ranked_array, labels, transcripts)
-    report["not_in_lexicon"] = sum(reference < 0 for reference in references)
-    report["errors"] = errors
-    groups: dict[str, dict[str, dict]] = {}
-    for column in kept[0]:
-        if column in NOT_GROUPS:
-            continue
-        members: dict[str, list[int]] = defaultdict(list)
-        for position, row in enumerate(kept):
-            members[row[column]].append(position)
-        groups[column] = {
-            value: score([references[i] for i in positions], ranked_array[positions], [labels[i] for i in positions], [transcripts[i] for i in positions])
-            for value, positions in sorted(members.items())
+        batch = recogniser.score_batch([clip for _, _, clip in readable])
+        results = recogniser.results(batch, top_k=RANKED_FOR_METRICS)
+        for (row, reference, clip), result, own_score in zip(readable, results, batch.transcript_scores.tolist()):
+            records.append({
+                "path": row["path"],
+                "reference": reference,
+                "groups": {column: value for column, value in row.items() if column not in NOT_GROUPS},
+                "snr_db": snr_db,
+                "transcript": result.transcript,
+                "transcript_score": own_score,
+                "candidates": [label_of[candidate.name] for candidate in result.candidates],
+                "scores": [candidate.score for candidate in result.candidates],
+                "probabilities": [candidate.probability for candidate in result.candidates],
+            })
+    return records, errors
+
+
+def margin_of(record: dict) -> float:
+    probabilities = record["probabilities"]
+    return probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
+
+
+def accuracy(records: list[dict], max_k: int = max(TOP_KS)) -> dict[str, float]:
+    metrics = {"n": len(records), **top_k_accuracy([r["candidates"] for r in records], [r["reference"] for r in records], max_k)}
+    metrics["cer"] = character_error_rate([r["reference"] for r in records], [r["transcript"] for r in records])
+    return metrics
+
+
+def out_of_lexicon_rates(records: list[dict], calibration: Calibration) -> dict[str, float] | None:
+    """Out-of-lexicon detection measured by leaving each clip's own name out of the lexicon:
+    `detected` is how often the flag fires then (the best remaining name is a wrong drug), and
+    `false_rejections` how often it fires on the full lexicon (the right name was available)."""
+    if calibration.out_of_lexicon_gap is None:
+        return None
+    in_lexicon, left_out = [], []
+    for record in records:
+        in_lexicon.append(calibration.is_out_of_lexicon(record["transcript_score"] - record["scores"][0]))
+        others = [score for name, score in zip(record["candidates"], record["scores"]) if name != record["reference"]]
+        if others:
+            left_out.append(calibration.is_out_of_lexicon(record["transcript_score"] - others[0]))
+    return {"detected": float(np.mean(left_out)), "false_rejections": float(np.mean(in_lexicon))}
+
+
+def summarize(records: list[dict], errors: list[dict], lexicon_labels: list[str], calibration: Calibration) -> dict:
+    """Everything a report shows about one model on one condition (see the module docstring)."""
+    if not records:
+        raise ManifestError(f"no clip could be evaluated; first error: {errors[0]['error'] if errors else 'none'}")
+    summary = accuracy(records, max_k=RANKED_FOR_METRICS)
+    labels = set(lexicon_labels)
+    summary["not_in_lexicon"] = sum(record["reference"] not in labels for record in records)
+    summary["errors"] = errors
+    correct = np.array([record["candidates"][:1] == [record["reference"]] for record in records])
+    margins = np.array([margin_of(record) for record in records])
+    summary["ece"] = expected_calibration_error(np.array([record["probabilities"][0] for record in records]), correct)
+    summary["mean_confidence"] = float(np.mean([record["probabilities"][0] for record in records]))
+    flagged = margins < calibration.ambiguity_margin
+    summary["ambiguous"] = {
+        "threshold": calibration.ambiguity_margin,
+        "flagged": float(flagged.mean()),
+        "errors_caught": float(flagged[~correct].mean()) if (~correct).any() else None,
+        "correct_flagged": float(flagged[correct].mean()) if correct.any() else None,
+    }
+    summary["out_of_lexicon"] = out_of_lexicon_rates(records, calibration)
+    partners = partners_in_lexicon(labels)
+    subset = [record for record in records if record["reference"] in partners]
+    if subset:
+        summary["sound_alike"] = {
+            **accuracy(subset),
+            "pairs_names": len(partners),
+            "confused_with_partner": sum(record["candidates"][0] in partners[record["reference"]] for record in subset),
         }
-    report["groups"] = groups
-    return report
+    confusions = Counter((record["reference"], record["candidates"][0]) for record in records if not record["candidates"][:1] == [record["reference"]])
+    summary["confusions"] = [{"spoken": spoken, "heard_as": heard, "count": count} for (spoken, heard), count in confusions.most_common(15)]
+    groups: dict[str, dict[str, dict]] = {}
+    for column in records[0]["groups"]:
+        members: dict[str, list[dict]] = defaultdict(list)
+        for record in records:
+            members[record["groups"][column]].append(record)
+        groups[column] = {value: accuracy(subset_records) for value, subset_records in sorted(members.items())}
+    summary["groups"] = groups
+    return summary
+
+
+def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 16, progress: bool = False) -> dict:
+    """Recognise every clip of the manifest and summarise. Unreadable clips and texts outside
+    the lexicon are counted and reported, not fatal."""
+    records, errors = predict_manifest(recogniser, read_evaluation_manifest(manifest), batch_size=batch_size, progress=progress)
+    return summarize(records, errors, [entry.label for entry in recogniser.lexicon], recogniser.calibration)

@@ -23,8 +23,9 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from .audio import SAMPLING_RATE, AudioInput, load_audio
 from .lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
 from .metrics import decode_ids
-from .ranking import CTCRanker, Ranking, greedy_ids, output_lengths
-from .seq2seq import Seq2SeqRanker, transcribe_and_rank
+from .calibration import Calibration
+from .ranking import CTCRanker, collapse_ctc, greedy_ids, output_lengths, top_candidates, transcript_scores
+from .seq2seq import Seq2SeqRanker, transcribe_and_score
 from .vocabulary import encode_labels
 
 logger = logging.getLogger(__name__)
@@ -36,15 +37,39 @@ LEXICON_FILE = "lexicon.txt"
 class Candidate:
     name: str
     score: float  # log-likelihood per letter (CTC) or per token (seq2seq): higher is better, 0 is certain
+    probability: float  # over the whole lexicon, at the model's calibrated temperature
 
 
 @dataclass
 class Recognition:
     transcript: str
     candidates: list[Candidate] = field(default_factory=list)
+    ambiguous: bool = False  # the best two names are too close to tell apart (margin under the fitted threshold)
+    out_of_lexicon: bool = False  # only when asked for: the audio fits no lexicon name as well as its own transcript
+
+    @property
+    def decision(self) -> str | None:
+        """The name to act on: None when the result is not in the lexicon (or nothing was ranked)."""
+        return None if self.out_of_lexicon or not self.candidates else self.candidates[0].name
 
     def to_dict(self) -> dict:
-        return {"transcript": self.transcript, "candidates": [{"name": c.name, "score": c.score} for c in self.candidates]}
+        return {
+            "transcript": self.transcript,
+            "decision": self.decision,
+            "ambiguous": self.ambiguous,
+            "out_of_lexicon": self.out_of_lexicon,
+            "candidates": [{"name": c.name, "score": c.score, "probability": c.probability} for c in self.candidates],
+        }
+
+
+@dataclass
+class BatchScores:
+    """What one forward pass gives for a batch of clips: free transcripts, every lexicon name's
+    score (clips, names) and each clip's own transcript's score (clips,), on the same scale."""
+
+    transcripts: list[str]
+    scores: torch.Tensor
+    transcript_scores: torch.Tensor
 
 
 def save_lexicon(lexicon: list[DrugName], folder: str | Path) -> Path:
@@ -54,11 +79,24 @@ def save_lexicon(lexicon: list[DrugName], folder: str | Path) -> Path:
     return path
 
 
+def model_lexicon(path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None) -> list[DrugName]:
+    """The names a model ranks: `lexicon` when given, else the `lexicon.txt` saved with the
+    model, else the built-in common generic names."""
+    if lexicon is None:
+        saved = Path(path_or_hub_id) / LEXICON_FILE
+        lexicon = saved if saved.is_file() else DEFAULT_LEXICON
+    return lexicon if isinstance(lexicon, list) else load_lexicon(lexicon)
+
+
 class S2T:
     """A trained recogniser (CTC or encoder-decoder) plus the lexicon it ranks."""
 
-    def __init__(self, model, processor, lexicon: list[DrugName], batch_size: int = 16, max_new_tokens: int | None = None):
+    def __init__(
+        self, model, processor, lexicon: list[DrugName], calibration: Calibration | None = None,
+        batch_size: int = 16, max_new_tokens: int | None = None,
+    ):
         self.model = model.eval()
+        self.calibration = calibration or Calibration()
         self.processor = processor
         self.lexicon = lexicon
         self.batch_size = batch_size
@@ -78,7 +116,8 @@ class S2T:
         (wav2vec 2.0, HuBERT, XLSR, Speech2Text, or the from-scratch mel-conformer).
 
         `lexicon` defaults to the list saved with the model (`lexicon.txt`), else the built-in
-        common generic names.
+        common generic names. Probabilities use the temperature saved in `calibration.json`
+        (written by training, or `s2t-hf calibrate`); without it, temperature 1 and no flags.
         """
         config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
         model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
@@ -86,12 +125,7 @@ class S2T:
         processor = AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
         if device:
             model = model.to(device)
-        if lexicon is None:
-            saved = Path(path_or_hub_id) / LEXICON_FILE
-            lexicon = saved if saved.is_file() else DEFAULT_LEXICON
-        if not isinstance(lexicon, list):
-            lexicon = load_lexicon(lexicon)
-        return cls(model, processor, lexicon)
+        return cls(model, processor, model_lexicon(path_or_hub_id, lexicon), Calibration.load(path_or_hub_id))
 
     def process(self, audio: AudioInput, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
         """The model's normalised input for one clip: any audio (path, bytes, an array with its
@@ -101,20 +135,43 @@ class S2T:
         return dict(self.processor.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
 
     @torch.no_grad()
-    def _run_batch(self, clips: list[np.ndarray], top_k: int) -> tuple[list[str], Ranking | None]:
-        """Greedy transcripts and (when top_k > 0) the lexicon ranking for a batch of clips."""
+    def score_batch(self, clips: list[np.ndarray]) -> BatchScores:
+        """Transcripts and the scores of every lexicon name for 16 kHz mono clips."""
         inputs = self.processor.feature_extractor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
         inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
         tokenizer = self.processor.tokenizer
         if self.is_seq2seq:
-            generated, ranking = transcribe_and_rank(
-                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), top_k, self.max_new_tokens
+            generated, scores, own = transcribe_and_score(
+                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), self.max_new_tokens
             )
-            return decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), ranking
+            return BatchScores(decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), scores, own)
         log_probs = self.model(**inputs).logits.float().log_softmax(-1).cpu()
         lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), log_probs.shape[1])
-        transcripts = decode_ids(tokenizer, greedy_ids(log_probs, lengths).numpy(), ctc_output=True)
-        return transcripts, self.ranker.rank(log_probs, lengths, top_k) if top_k > 0 else None
+        greedy = greedy_ids(log_probs, lengths)
+        own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
+        return BatchScores(decode_ids(tokenizer, greedy.numpy(), ctc_output=True), self.ranker.scores(log_probs, lengths), own)
+
+    def results(self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False) -> list[Recognition]:
+        """Ranked, calibrated candidates and flags for each clip of a scored batch."""
+        log_probabilities = self.calibration.log_probabilities(batch.scores)
+        top = top_candidates(batch.scores, max(top_k, 2))
+        results = []
+        for row, transcript in enumerate(batch.transcripts):
+            indices = top.indices[row].tolist()
+            probabilities = log_probabilities[row, indices].exp().tolist()
+            margin = probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
+            gap = float(batch.transcript_scores[row] - top.scores[row, 0])
+            candidates = [
+                Candidate(self.lexicon[index].name, round(float(score), 4), round(probability, 4))
+                for index, score, probability in zip(indices[:top_k], top.scores[row].tolist(), probabilities)
+            ]
+            results.append(Recognition(
+                transcript,
+                candidates,
+                ambiguous=self.calibration.is_ambiguous(margin),
+                out_of_lexicon=allow_out_of_lexicon and self.calibration.is_out_of_lexicon(gap),
+            ))
+        return results
 
     def transcribe(self, audio: AudioInput | list[AudioInput]) -> str | list[str]:
         """The model's free transcript (greedy); a list for a list of inputs."""
@@ -123,20 +180,17 @@ class S2T:
         transcripts = [result.transcript for result in results]
         return transcripts[0] if single else transcripts
 
-    def recognize(self, audio: AudioInput | list[AudioInput], top_k: int = 5) -> Recognition | list[Recognition]:
-        """Transcript and the `top_k` lexicon names by model likelihood; a list for a list of inputs."""
+    def recognize(
+        self, audio: AudioInput | list[AudioInput], top_k: int = 5, allow_out_of_lexicon: bool = False
+    ) -> Recognition | list[Recognition]:
+        """Transcript and the `top_k` lexicon names by model likelihood, each with its probability;
+        `ambiguous` when the best two are too close. With `allow_out_of_lexicon`, a clip that fits
+        its free transcript much better than any name is marked `out_of_lexicon` (decision None)
+        instead of answering with a confident wrong drug. A list for a list of inputs."""
         single = not isinstance(audio, list)
         inputs = [audio] if single else audio
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
             clips = [load_audio(item) for item in inputs[start : start + self.batch_size]]
-            transcripts, ranking = self._run_batch(clips, top_k)
-            for row, transcript in enumerate(transcripts):
-                candidates = []
-                if ranking is not None:
-                    candidates = [
-                        Candidate(self.lexicon[int(index)].name, round(float(score), 4))
-                        for index, score in zip(ranking.indices[row], ranking.scores[row])
-                    ]
-                results.append(Recognition(transcript, candidates))
+            results.extend(self.results(self.score_batch(clips), top_k, allow_out_of_lexicon))
         return results[0] if single else results

@@ -1,9 +1,12 @@
-"""Top-k drug accuracy and character error rate, from ranked lexicon indices."""
+"""Top-k drug accuracy (through the `drug_accuracy` evaluate module) and character error rate."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
 
+import evaluate
 import jiwer
 import numpy as np
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Wav2Vec2CTCTokenizer
@@ -14,19 +17,25 @@ from .ranking import fuzzy_rank
 TOP_KS = (1, 2, 3, 4, 5)
 
 
-def top_k_accuracy(ranked: np.ndarray, references: Sequence[int], ks: Sequence[int] = TOP_KS) -> dict[str, float]:
-    """Share of rows whose reference index is among the first k ranked indices, for each k.
+# An `evaluate` metric module shipped inside the package: evaluate.load(DRUG_ACCURACY_METRIC) works offline.
+DRUG_ACCURACY_METRIC = str(Path(__file__).parent / "evaluate_metrics" / "drug_accuracy")
 
-    A reference of -1 (not in the lexicon) never counts as found.
-    """
-    ranked = np.asarray(ranked)
-    references = np.asarray(references)
-    if len(ranked) != len(references):
-        raise ValueError(f"{len(ranked)} rankings for {len(references)} references")
-    if len(references) == 0:
-        raise ValueError("no predictions to score")
-    hits = ranked == references[:, None]
-    return {f"top{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+@lru_cache(maxsize=1)
+def drug_accuracy_metric() -> evaluate.EvaluationModule:
+    return evaluate.load(DRUG_ACCURACY_METRIC)
+
+
+def top_k_accuracy(ranked_names: Sequence[Sequence[str]], references: Sequence[str], max_k: int = max(TOP_KS)) -> dict[str, float]:
+    """top1..top{max_k}: share of clips whose spoken name is among the first k ranked names."""
+    if len(ranked_names) != len(references):
+        raise ValueError(f"{len(ranked_names)} rankings for {len(references)} references")
+    return drug_accuracy_metric().compute(predictions=[list(names) for names in ranked_names], references=list(references), max_k=max_k)
+
+
+def names_of(ranked: np.ndarray, lexicon: list[DrugName]) -> list[list[str]]:
+    """Lexicon labels for rows of ranked lexicon indices."""
+    return [[lexicon[index].label for index in row] for row in np.asarray(ranked).tolist()]
 
 
 def character_error_rate(references: list[str], transcripts: list[str]) -> float:
@@ -55,15 +64,12 @@ def build_compute_metrics(lexicon: list[DrugName], tokenizer: PreTrainedTokenize
     Reports top1..top5 by likelihood, fuzzy_top1..5 (greedy transcript + rapidfuzz, the
     baseline) and cer of the greedy transcript.
     """
-    index_of = {entry.label: index for index, entry in enumerate(lexicon)}
-
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         ranked, greedy_ids = prediction.predictions
         references = decode_ids(tokenizer, prediction.label_ids, ctc_output=False)
         transcripts = decode_ids(tokenizer, greedy_ids, ctc_output=True)
-        reference_indices = [index_of.get(reference, -1) for reference in references]
-        metrics = top_k_accuracy(ranked, reference_indices)
-        fuzzy = top_k_accuracy(fuzzy_rank(transcripts, lexicon, top_k=max(TOP_KS)), reference_indices)
+        metrics = top_k_accuracy(names_of(ranked, lexicon), references)
+        fuzzy = top_k_accuracy(names_of(fuzzy_rank(transcripts, lexicon, top_k=max(TOP_KS)), lexicon), references)
         metrics.update({f"fuzzy_{key}": value for key, value in fuzzy.items()})
         metrics["cer"] = character_error_rate(references, transcripts)
         return metrics

@@ -171,6 +171,16 @@ def output_lengths(model: torch.nn.Module, input_lengths: torch.Tensor, frames: 
     return lengths.clamp(max=frames)
 
 
+def collapse_ctc(ids: list[int], blank_id: int) -> list[int]:
+    """A CTC frame sequence as its label: repeats merged, blanks and padding (-100) dropped."""
+    label, previous = [], None
+    for token in ids:
+        if token != previous and token != blank_id and token >= 0:
+            label.append(token)
+        previous = token
+    return label
+
+
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Best token per frame, with frames past each clip's length set to -100 (padding)."""
     greedy = log_probs.argmax(-1)

@@ -13,7 +13,7 @@ from transformers import Seq2SeqTrainer
 
 from .lexicon import DrugName
 from .collator import model_inputs
-from .ranking import RANKED_FOR_METRICS, Ranking, pad_ids, top_candidates
+from .ranking import RANKED_FOR_METRICS, pad_ids, top_candidates
 from .report import ReportInModelCard
 
 class Seq2SeqRanker:
@@ -21,20 +21,30 @@ class Seq2SeqRanker:
 
     def __init__(self, lexicon: list[DrugName], tokenizer, max_batch_names: int = 2048):
         self.lexicon = lexicon
+        self.tokenizer = tokenizer
         self.labels, self.lengths = pad_ids(tokenizer([entry.label for entry in lexicon]).input_ids, fill=-100)  # rows end with </s>
         self.max_batch_names = max_batch_names
 
     def __len__(self) -> int:
         return len(self.lexicon)
 
-    @torch.no_grad()
-    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None) -> torch.Tensor:
-        """Length-normalised log-likelihood of every name: (batch, names)."""
+    @staticmethod
+    def _sequence_scores(model, hidden: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log-likelihood per token of each label row given its encoder output row."""
         from transformers.models.speech_to_text.modeling_speech_to_text import shift_tokens_right
 
         config = model.config
-        labels = self.labels.to(encoder_hidden.device)
+        labels = labels.to(hidden.device)
         decoder_inputs = shift_tokens_right(labels.clamp(min=0), config.pad_token_id, config.decoder_start_token_id)
+        states = model.get_decoder()(input_ids=decoder_inputs, encoder_hidden_states=hidden, encoder_attention_mask=mask).last_hidden_state
+        logits = model.lm_head(states) if hasattr(model, "lm_head") else model.get_output_embeddings()(states)
+        token_log_probs = F.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        token_log_probs = token_log_probs.masked_fill(labels < 0, 0.0)
+        return (token_log_probs.sum(-1) / lengths.to(token_log_probs.device)).cpu()
+
+    @torch.no_grad()
+    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None) -> torch.Tensor:
+        """Length-normalised log-likelihood of every name: (batch, names)."""
         result = torch.empty(encoder_hidden.shape[0], len(self.lexicon))
         for clip in range(encoder_hidden.shape[0]):
             for start in range(0, len(self.lexicon), self.max_batch_names):
@@ -42,18 +52,14 @@ class Seq2SeqRanker:
                 count = stop - start
                 hidden = encoder_hidden[clip : clip + 1].expand(count, -1, -1)
                 mask = encoder_mask[clip : clip + 1].expand(count, -1) if encoder_mask is not None else None
-                logits = model.get_decoder()(
-                    input_ids=decoder_inputs[start:stop], encoder_hidden_states=hidden, encoder_attention_mask=mask
-                ).last_hidden_state
-                logits = model.lm_head(logits) if hasattr(model, "lm_head") else model.get_output_embeddings()(logits)
-                target = labels[start:stop]
-                token_log_probs = F.log_softmax(logits.float(), dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-                token_log_probs = token_log_probs.masked_fill(target < 0, 0.0)
-                result[clip, start:stop] = (token_log_probs.sum(-1) / self.lengths[start:stop].to(token_log_probs.device)).cpu()
+                result[clip, start:stop] = self._sequence_scores(model, hidden, mask, self.labels[start:stop], self.lengths[start:stop])
         return result
 
-    def rank(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, top_k: int = 5) -> Ranking:
-        return top_candidates(self.scores(model, encoder_hidden, encoder_mask), top_k)
+    @torch.no_grad()
+    def transcript_scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, transcripts: list[str]) -> torch.Tensor:
+        """Log-likelihood per token of each clip's own free transcript: the measure `scores` uses."""
+        labels, lengths = pad_ids(self.tokenizer(transcripts).input_ids, fill=-100)
+        return self._sequence_scores(model, encoder_hidden, encoder_mask, labels, lengths)
 
 
 def encoder_attention_mask(model, outputs_length: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -71,16 +77,17 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> t
 
 
 @torch.no_grad()
-def transcribe_and_rank(
-    model, ranker: Seq2SeqRanker, features: torch.Tensor, mask: torch.Tensor | None, top_k: int, max_new_tokens: int | None = None
-) -> tuple[torch.Tensor, Ranking | None]:
-    """Greedy transcript ids and (when top_k > 0) the lexicon ranking, from one encoder pass."""
+def transcribe_and_score(
+    model, ranker: Seq2SeqRanker, features: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From one encoder pass: greedy transcript ids, every name's score (batch, names) and the
+    score of each clip's own transcript (batch,)."""
     encoder_outputs = model.get_encoder()(input_features=features, attention_mask=mask)
     generated = greedy_generate(model, {"encoder_outputs": encoder_outputs, "attention_mask": mask}, max_new_tokens)
-    if top_k <= 0:
-        return generated, None
     hidden = encoder_outputs.last_hidden_state
-    return generated, ranker.rank(model, hidden, encoder_attention_mask(model, hidden.shape[1], mask), top_k)
+    hidden_mask = encoder_attention_mask(model, hidden.shape[1], mask)
+    texts = [text.strip().lower() for text in ranker.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    return generated, ranker.scores(model, hidden, hidden_mask), ranker.transcript_scores(model, hidden, hidden_mask, texts)
 
 
 class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
@@ -102,7 +109,7 @@ class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
         if prediction_loss_only:
             return loss, None, None
         features = inputs["input_features"]
-        generated, ranking = transcribe_and_rank(
-            self.accelerator.unwrap_model(model), self.ranker, features, inputs.get("attention_mask"), RANKED_FOR_METRICS, self.max_new_tokens
+        generated, scores, _ = transcribe_and_score(
+            self.accelerator.unwrap_model(model), self.ranker, features, inputs.get("attention_mask"), self.max_new_tokens
         )
-        return loss, (ranking.indices.to(features.device), generated), labels
+        return loss, (top_candidates(scores, RANKED_FOR_METRICS).indices.to(features.device), generated), labels
