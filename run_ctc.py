@@ -141,9 +141,9 @@ def main() -> None:
     # 6. Train
     train_and_save(trainer, processor, lexicon, resume_from=last_checkpoint)
 
-    # 7. Evaluate on validation and on the unseen-voice test split; report, model card, Hub
+    # 7. Evaluate on validation and on the unseen-voice test split; calibrate on validation; report, model card, Hub
     evaluate_and_report(
-        trainer, test_dataset, splits, len(lexicon),
+        trainer, test_dataset, splits, processor, lexicon,
         model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
         finetuned_from=model_args.model_name_or_path, started=started, tags=["ctc"],
     )

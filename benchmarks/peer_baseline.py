@@ -25,7 +25,7 @@ from datasets import Audio, load_from_disk
 
 from s2t_hf import S2T
 from s2t_hf.audio import load_audio
-from s2t_hf.metrics import TOP_KS, top_k_accuracy
+from s2t_hf.metrics import TOP_KS, names_of, top_k_accuracy
 from s2t_hf.ranking import fuzzy_rank
 
 
@@ -60,19 +60,17 @@ def main() -> None:
     args = parser.parse_args()
 
     recogniser = S2T.from_pretrained(args.model)
-    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
-    sources, labels = zip(*test_clips(Path(args.data_dir), args.clips, args.seed))
+    sources, references = zip(*test_clips(Path(args.data_dir), args.clips, args.seed))
     clips = [load_audio(source) for source in sources]
-    references = [index_of.get(label, -1) for label in labels]
 
     started = time.time()
     ours = recogniser.recognize([(clip, 16000) for clip in clips], top_k=max(TOP_KS))
     ours_seconds = (time.time() - started) / len(clips)
-    name_index = {entry.name: index for index, entry in enumerate(recogniser.lexicon)}
-    ours_ranked = np.array([[name_index[c.name] for c in result.candidates] for result in ours])
+    label_of = {entry.name: entry.label for entry in recogniser.lexicon}
+    ours_ranked = [[label_of[c.name] for c in result.candidates] for result in ours]
 
     transcripts, whisper_seconds = whisper_transcripts(clips)
-    whisper_ranked = fuzzy_rank(transcripts, recogniser.lexicon, top_k=max(TOP_KS))
+    whisper_ranked = names_of(fuzzy_rank(transcripts, recogniser.lexicon, top_k=max(TOP_KS)), recogniser.lexicon)
 
     rows = [
         {"system": f"s2t-hf ({args.model}), CTC-likelihood ranking", "seconds_per_clip": round(ours_seconds, 3), **top_k_accuracy(ours_ranked, references)},

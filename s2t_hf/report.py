@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Audio, Dataset, DatasetDict
 from transformers import Trainer
 
+from .calibration import Calibration, calibrate_recogniser
+from .lexicon import DrugName
 from .metrics import TOP_KS
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ def write_report(
     split_sizes: dict[str, int],
     wall_time_s: float,
     command: str,
+    calibration: Calibration | None = None,
 ) -> Path:
     """Top-1..5 on the unseen-voice test split, CTC ranking beside the fuzzy baseline."""
     rows = [
@@ -49,6 +52,13 @@ def write_report(
         "",
         f"Character error rate of the greedy transcript: {format_percent(metrics['test_cer'])}.",
         "",
+        *([
+            f"Calibration (fitted on {calibration.clips} validation clips, saved as `calibration.json`): temperature "
+            f"{calibration.temperature:.3f}; a result is marked ambiguous when its best two names differ by less than "
+            f"{calibration.ambiguity_margin:.3f} in probability. `s2t-hf compare MODEL --manifest ... --report DIR` "
+            "reports calibration error, the flag's trade-off, sound-alike drugs and noise robustness.",
+            "",
+        ] if calibration else []),
         "## Voices",
         "",
         "| split | clips | speakers |",
@@ -82,19 +92,38 @@ class ReportInModelCard:
                 card.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
 
 
+def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset) -> Calibration:
+    """Fit probabilities and flags on a held-out split (its audio files and labels) and save
+    `calibration.json` beside the model, where `S2T.from_pretrained` finds it."""
+    from .inference import S2T  # inference -> seq2seq -> this module: imported when needed
+
+    paths = [audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
+    rows = [{"path": path, "text": label} for path, label in zip(paths, split["label"])]
+    recogniser = S2T(trainer.accelerator.unwrap_model(trainer.model), processor, lexicon)
+    calibration = calibrate_recogniser(recogniser, rows, batch_size=trainer.args.per_device_eval_batch_size, fitted_on="validation split")
+    trainer.model.train()
+    if trainer.is_world_process_zero():
+        calibration.save(trainer.args.output_dir)
+    logger.info("calibration: %s", calibration)
+    return calibration
+
+
 def evaluate_and_report(
     trainer: Trainer,
     test_dataset: Dataset,
     splits: DatasetDict,
-    lexicon_size: int,
+    processor,
+    lexicon: list[DrugName],
     model_description: str,
     finetuned_from: str | None,
     started: float,
     tags: list[str],
 ) -> dict[str, float]:
-    """Evaluate on validation and on the unseen-voice test split, save `*_results.json`, write
-    `report.md` and the model card, and push to the Hub when the run asks for it."""
+    """Evaluate on validation and on the unseen-voice test split, save `*_results.json`, fit
+    the calibration on validation, write `report.md` and the model card, and push to the Hub
+    when the run asks for it."""
     trainer.save_metrics("eval", trainer.evaluate())
+    calibration = calibrate_on_split(trainer, processor, lexicon, splits["validation"])
     test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
     test_metrics["wall_time_s"] = round(time.time() - started, 1)
     trainer.log_metrics("test", test_metrics)
@@ -104,11 +133,12 @@ def evaluate_and_report(
             Path(trainer.args.output_dir) / "report.md",
             test_metrics,
             model_description=model_description,
-            lexicon_size=lexicon_size,
+            lexicon_size=len(lexicon),
             split_speakers={name: sorted(set(split["speaker"])) for name, split in splits.items()},
             split_sizes={name: len(split) for name, split in splits.items()},
             wall_time_s=test_metrics["wall_time_s"],
             command=shlex.join(["python", *sys.argv]),
+            calibration=calibration,
         )
         logger.info("report written to %s", report)
     card = {"tasks": "automatic-speech-recognition", "tags": ["drug-names", "s2t-hf", *tags], "finetuned_from": finetuned_from}

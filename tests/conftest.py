@@ -34,3 +34,25 @@ def corpus(tmp_path_factory, lexicon):
         lexicon, TEST_VOICES, folder, validation_voices=["flite:kal16"], test_voices=["flite:slt"], progress=False
     )
     return folder, splits
+
+
+def save_untrained_model(folder, lexicon, seed: int = 0):
+    """A tiny randomly initialised mel-conformer CTC model folder, as run_ctc.py writes one."""
+    import torch
+
+    from s2t_hf.inference import save_lexicon
+    from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
+    from s2t_hf.vocabulary import build_processor
+
+    torch.manual_seed(seed)
+    processor = build_processor(lexicon)
+    config = MelConformerConfig(vocab_size=len(processor.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    MelConformerForCTC(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    save_lexicon(lexicon, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory, lexicon):
+    return save_untrained_model(tmp_path_factory.mktemp("model"), lexicon)

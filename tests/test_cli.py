@@ -7,10 +7,6 @@ import sys
 import pytest
 import soundfile
 
-from s2t_hf.inference import save_lexicon
-from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
-from s2t_hf.vocabulary import build_processor
-
 from .conftest import require_program
 
 
@@ -21,7 +17,7 @@ def cli(*args, check=True):
     return result
 
 
-@pytest.mark.parametrize("command", [[], ["synthesize"], ["generate-data"], ["recognize"], ["evaluate"]])
+@pytest.mark.parametrize("command", [[], ["synthesize"], ["generate-data"], ["recognize"], ["evaluate"], ["compare"], ["calibrate"]])
 def test_every_subcommand_has_help(command):
     output = cli(*command, "--help").stdout
     assert output.startswith("usage: s2t-hf")
@@ -54,17 +50,6 @@ def test_generate_data_writes_dataset_and_manifests(tmp_path):
     assert "train: 2 clips" in printed and "test: 2 clips" in printed
     assert (tmp_path / "data" / "dataset" / "dataset_dict.json").is_file()
     assert (tmp_path / "data" / "manifest-test.tsv").is_file()
-
-
-@pytest.fixture(scope="module")
-def untrained_model(tmp_path_factory, lexicon):
-    folder = tmp_path_factory.mktemp("model")
-    processor = build_processor(lexicon)
-    config = MelConformerConfig(vocab_size=len(processor.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    MelConformerForCTC(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    save_lexicon(lexicon, folder)
-    return folder
 
 
 def test_evaluate_json_with_groups_formats_and_bad_rows(tmp_path, corpus, untrained_model):

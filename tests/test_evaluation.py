@@ -1,0 +1,183 @@
+"""Evaluation: the evaluate metric module, calibration and flags, the Parquet prediction cache, the report."""
+
+from __future__ import annotations
+
+import math
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+
+from s2t_hf import DRUG_ACCURACY_METRIC, S2T
+from s2t_hf.calibration import (
+    Calibration, expected_calibration_error, fit_ambiguity_margin, fit_calibration, fit_temperature,
+)
+from s2t_hf.comparison import PredictionCache, compare_models
+from s2t_hf.comparison_report import write_comparison_report
+from s2t_hf.inference import BatchScores
+from s2t_hf.lexicon import build_lexicon
+from s2t_hf.sound_alike import load_sound_alike_pairs, partners_in_lexicon
+
+from .conftest import save_untrained_model
+from .test_ranking_and_metrics import make_ranker, spell
+
+
+def test_metric_module_loads_offline_and_scores_hand_made_rankings():
+    metric = evaluate.load(DRUG_ACCURACY_METRIC)
+    result = metric.compute(
+        predictions=[["Hydralazine", "hydroxyzine"], ["clonidine", "clonazepam", "lorazepam"], [], ["metformin"]],
+        references=["hydroxyzine", "lorazepam", "warfarin", "Metformin "],
+        max_k=3,
+    )
+    assert result == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
+    with pytest.raises(ValueError, match="max_k"):
+        metric.compute(predictions=[["a"]], references=["a"], max_k=0)
+
+
+def test_sound_alike_pairs_are_found_only_when_both_names_are_in_the_lexicon():
+    pairs = load_sound_alike_pairs()
+    assert ("hydralazine", "hydroxyzine", "FDA") in pairs and all(source in {"FDA", "ISMP"} for _, _, source in pairs)
+    partners = partners_in_lexicon(["hydralazine", "hydroxyzine", "clonidine", "metformin"])
+    assert partners == {"hydralazine": {"hydroxyzine"}, "hydroxyzine": {"hydralazine"}}
+
+
+def test_temperature_fitting_recovers_the_overconfidence_of_synthetic_scores():
+    generator = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 30, generator=generator) * 2
+    references = torch.multinomial(true_logits.softmax(-1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(true_logits * 3.0, references) == pytest.approx(3.0, rel=0.1)  # scores 3x too sharp
+    assert fit_temperature(true_logits / 2.0, references) == pytest.approx(0.5, rel=0.1)
+    references[:10] = -1  # names outside the lexicon are ignored
+    assert fit_temperature(true_logits, references) == pytest.approx(1.0, rel=0.1)
+
+
+def test_expected_calibration_error_and_margin_threshold_on_hand_made_values():
+    assert expected_calibration_error(np.full(10, 0.9), np.array([1] * 9 + [0])) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(10, 0.9), np.array([1] * 5 + [0] * 5)) == pytest.approx(0.4)
+    margins = np.array([0.9, 0.8, 0.95, 0.7, 0.05, 0.1, 0.2])
+    correct = np.array([1, 1, 1, 1, 0, 0, 0], dtype=bool)
+    threshold = fit_ambiguity_margin(margins, correct)
+    assert 0.2 < threshold <= 0.7 + 1e-9  # flags every error and no correct answer
+
+
+@pytest.fixture(scope="module")
+def sound_alike_recogniser(tmp_path_factory):
+    """A real S2T around a tiny model; the tests feed it scores from hand-built CTC logits."""
+    lexicon = build_lexicon(["hydralazine", "hydroxyzine", "metformin"])
+    folder = save_untrained_model(tmp_path_factory.mktemp("lasa"), lexicon)
+    calibration = Calibration(temperature=1.0, ambiguity_margin=0.3, out_of_lexicon_gap=1.0)
+    calibration.save(folder)
+    return S2T.from_pretrained(folder)
+
+
+def scored(recogniser: S2T, frames: list[list], transcript: list) -> BatchScores:
+    _, tokenizer, ranker = make_ranker([entry.label for entry in recogniser.lexicon])
+    log_probs = torch.stack([spell(tokenizer, clip, len(tokenizer)) for clip in frames])
+    from s2t_hf.ranking import transcript_scores
+
+    own = transcript_scores(log_probs, torch.tensor([len(clip) for clip in frames]), [[tokenizer.convert_tokens_to_ids(c) for c in text] for text in transcript], tokenizer.pad_token_id)
+    return BatchScores(transcripts=transcript, scores=ranker.scores(log_probs), transcript_scores=own)
+
+
+def mixed_log_probs(tokenizer, letters: list, vocab_size: int) -> torch.Tensor:
+    """Frames where each entry is one letter (0.9) or a pair of letters sharing 0.9 equally."""
+    probs = torch.full((len(letters), vocab_size), 0.1 / (vocab_size - 2))
+    for index, entry in enumerate(letters):
+        choices = entry if isinstance(entry, tuple) else (entry,)
+        for char in choices:
+            probs[index, tokenizer.convert_tokens_to_ids(char)] = 0.9 / len(choices)
+    return probs.log()
+
+
+def test_a_confusable_pair_with_a_small_margin_is_flagged_ambiguous(sound_alike_recogniser):
+    recogniser = sound_alike_recogniser
+    _, tokenizer, ranker = make_ranker([entry.label for entry in recogniser.lexicon])
+    vocab = len(tokenizer)
+    # "hydr" + an unclear middle (a/o, l/x, a/y, z) + "ine": between hydralazine and hydroxyzine
+    unclear = ["h", "y", "d", "r", ("a", "o"), ("l", "x"), ("a", "y"), "z", "i", "n", "e"]
+    clear = ["h", "y", "d", "r", "o", "x", "y", "z", "i", "n", "e"]
+    log_probs = torch.stack([mixed_log_probs(tokenizer, unclear, vocab), mixed_log_probs(tokenizer, clear, vocab)])
+    batch = BatchScores(["hydrxyzine", "hydroxyzine"], ranker.scores(log_probs), ranker.scores(log_probs).max(-1).values)
+    unclear_result, clear_result = recogniser.results(batch, top_k=2)
+    assert {c.name for c in unclear_result.candidates} == {"hydralazine", "hydroxyzine"}
+    assert unclear_result.candidates[0].probability - unclear_result.candidates[1].probability < 0.3
+    assert unclear_result.ambiguous
+    assert clear_result.candidates[0].name == "hydroxyzine" and not clear_result.ambiguous
+    assert clear_result.candidates[0].probability - clear_result.candidates[1].probability >= 0.3
+    assert sum(c.probability for c in clear_result.candidates) <= 1.0 + 1e-6
+
+
+def test_a_name_outside_the_lexicon_is_not_answered_with_a_confident_wrong_drug(sound_alike_recogniser):
+    recogniser = sound_alike_recogniser
+    frames = [["a", "s", "p", "i", "r", "i", "n"], ["m", "e", "t", "f", "o", "r", "m", "i", "n"]]
+    batch = scored(recogniser, [clip + [None] * (9 - len(clip)) for clip in frames], ["aspirin", "metformin"])
+    aspirin, metformin = recogniser.results(batch, top_k=3, allow_out_of_lexicon=True)
+    assert aspirin.out_of_lexicon and aspirin.decision is None and aspirin.candidates  # still listed for a UI
+    assert not metformin.out_of_lexicon and metformin.decision == "metformin"
+    assert not recogniser.results(batch, top_k=3)[0].out_of_lexicon  # only when asked for
+
+
+def test_fit_calibration_saves_and_loads(tmp_path):
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 0.9, -2.0], [0.0, -1.0, 2.5]])
+    calibration = fit_calibration(scores, torch.tensor([0, 1, 1, 2]), scores.max(-1).values + 0.1, fitted_on="test")
+    assert calibration.temperature > 0 and calibration.clips == 4
+    assert 0.1 < calibration.ambiguity_margin  # the one error (row 2) has the smallest margin
+    calibration.save(tmp_path)
+    assert Calibration.load(tmp_path) == calibration
+    assert Calibration.load(tmp_path / "nothing") == Calibration()
+
+
+@pytest.fixture(scope="module")
+def test_manifest(corpus, tmp_path_factory):
+    corpus_dir, _ = corpus
+    return corpus_dir / "manifest-test.tsv"
+
+
+def test_compare_caches_predictions_as_parquet_and_a_rerun_does_no_inference(tmp_path, corpus, lexicon, test_manifest, monkeypatch):
+    first = save_untrained_model(tmp_path / "first", lexicon, seed=1)
+    second = save_untrained_model(tmp_path / "second", lexicon, seed=2)
+    results = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", snrs=[None, 10], progress=False)
+    files = sorted((tmp_path / "cache").glob("*.parquet"))
+    assert len(files) == 4 and not list((tmp_path / "cache").glob("*.partial"))
+    assert set(results) == {"first", "second"} and set(results["first"]) == {"clean", "10 dB"}
+    clean = results["first"]["clean"]
+    assert clean["n"] == len(corpus[1]["test"]) and 0 <= clean["top1"] <= clean["top5"] <= clean["top10"] <= 1
+    # round trip: what the cache holds is what was predicted
+    cached = PredictionCache(tmp_path / "cache").load(files[0])
+    assert cached is not None and all(set(record) >= {"candidates", "scores", "probabilities", "transcript"} for record in cached[0])
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("the second run must read the cache, not load a model")
+
+    monkeypatch.setattr(S2T, "from_pretrained", no_inference)
+    again = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", snrs=[None, 10], progress=False)
+    assert again["second"]["10 dB"]["top1"] == results["second"]["10 dB"]["top1"]
+    assert [r["candidates"] for r in again["first"]["clean"]["records"]] == [r["candidates"] for r in clean["records"]]
+    calibration = Calibration(temperature=2.0)
+    calibration.save(first)  # a changed model folder is a cache miss
+    with pytest.raises(AssertionError, match="read the cache"):
+        compare_models([str(first)], test_manifest, tmp_path / "cache", progress=False)
+
+
+def test_report_writes_markdown_and_plots(tmp_path, lexicon, test_manifest):
+    model = save_untrained_model(tmp_path / "model", lexicon)
+    results = compare_models([str(model)], test_manifest, tmp_path / "cache", snrs=[None, 5], progress=False)
+    report = write_comparison_report(results, tmp_path / "report", str(test_manifest), "s2t-hf compare ...")
+    text = report.read_text()
+    assert "| model | clips | top-1 |" in text and "top-1 @ 5 dB" in text
+    for name in ["top_k.png", "snr.png", "calibration.png", "by_voice.png"]:
+        image = tmp_path / "report" / name
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in text
+
+
+def test_cli_compare_prints_one_table_and_writes_the_report(tmp_path, untrained_model, test_manifest):
+    from .test_cli import cli
+
+    printed = cli("compare", untrained_model, "--manifest", test_manifest, "--cache", tmp_path / "cache", "--report", tmp_path / "r", "--snr", "10").stdout
+    assert printed.count("| model |") == 1 and "top-1 @ 10 dB" in printed
+    assert (tmp_path / "r" / "report.md").is_file()
+    calibrated = cli("calibrate", untrained_model, "--manifest", test_manifest).stdout
+    assert "temperature" in calibrated and (untrained_model / "calibration.json").is_file()
+    assert math.isfinite(Calibration.load(untrained_model).temperature)
