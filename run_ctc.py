@@ -12,6 +12,7 @@ and `transformers.TrainingArguments`. The steps below follow Hugging Face's
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from transformers import TrainingArguments
 
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments, start_run
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.data import drop_unalignable, prepare_for_training
 from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.lexicon import load_lexicon
@@ -121,8 +122,10 @@ def main() -> None:
         splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
     )
     train_dataset = drop_unalignable(train_dataset, model._get_feat_extract_output_lengths, "train")
-    eval_dataset = prepare_for_training(splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed)
-    test_dataset = prepare_for_training(splits["test"], processor)
+    eval_dataset = prepare_for_training(
+        splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed, split="validation"
+    )
+    test_dataset = prepare_for_training(splits["test"], processor, split="test")
 
     # 5. Trainer, ranking every lexicon name by CTC likelihood at evaluation
     ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, lexicon), processor.tokenizer.pad_token_id)
@@ -150,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_with_clear_errors(main, "run_ctc.py"))

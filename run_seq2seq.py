@@ -11,13 +11,14 @@ with `Seq2SeqTrainer`, and every lexicon name is ranked by its sequence likeliho
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from transformers import Seq2SeqTrainingArguments
 
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments, start_run
+from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.data import prepare_for_training
@@ -69,8 +70,10 @@ def main() -> None:
     train_dataset = prepare_for_training(
         splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
     )
-    eval_dataset = prepare_for_training(splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed)
-    test_dataset = prepare_for_training(splits["test"], processor)
+    eval_dataset = prepare_for_training(
+        splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed, split="validation"
+    )
+    test_dataset = prepare_for_training(splits["test"], processor, split="test")
 
     # 5. Trainer, ranking every lexicon name by its sequence likelihood at evaluation
     training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column
@@ -98,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_with_clear_errors(main, "run_seq2seq.py"))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import enum
 import json
 import logging
 import os
 import socket
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -17,6 +22,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .data import build_corpus
 from .lexicon import DEFAULT_LEXICON, DrugName
+from .preflight import check_free_space, check_writable, corpus_bytes
+from .tts import parse_voices
 
 
 class RecipeError(ValueError):
@@ -69,7 +76,10 @@ class DataTrainingArguments:
     preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
 
     def synthesize_and_split(self, lexicon: list[DrugName]) -> DatasetDict:
-        """Synthesise (cached) every name with every voice and split by voice."""
+        """Synthesise (cached) every name with every voice and split by voice, after checking
+        that data_dir is writable and has room for the clips."""
+        check_writable(self.data_dir, "data_dir")
+        check_free_space(self.data_dir, corpus_bytes(len(lexicon), len(parse_voices(self.voices))), "data_dir")
         return build_corpus(
             lexicon, self.voices, self.data_dir, self.validation_voices, self.test_voices,
             split_seed=self.split_seed, num_workers=self.synthesis_workers,
@@ -86,14 +96,63 @@ def ensure_single_process_environment() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
+def value_matches(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits a dataclass field's type (lenient where the type is exotic)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any or annotation is None or annotation is type(None):
+        return value is None or annotation is Any
+    if origin in (Union, types.UnionType):
+        return any(value_matches(value, option) for option in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple, set):
+        (item, *_) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(value_matches(element, item) for element in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation} or value in annotation.__members__
+    return True  # a type JSON cannot express: let the dataclass judge
+
+
+def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], path: str) -> None:
+    """One clear line for a recipe key that no argument class knows, or a value of the wrong type."""
+    fields = {}
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        fields.update({field.name: hints[field.name] for field in dataclasses.fields(dataclass_type) if field.init})
+    for key, value in recipe.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            raise RecipeError(f"recipe {path!r}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "; see run_ctc.py --help"))
+        if not value_matches(value, fields[key]):
+            expected = getattr(fields[key], "__name__", None) if isinstance(fields[key], type) else str(fields[key]).replace("typing.", "")
+            raise RecipeError(f"recipe {path!r}: {key!r} must be {expected}, got {value!r} ({type(value).__name__})")
+    deepspeed = recipe.get("deepspeed")
+    if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
+        raise RecipeError(f"recipe {path!r}: 'deepspeed' names {deepspeed!r}, which does not exist; see ds_configs/")
+
+
 def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
     """Read the run's arguments from one JSON recipe (`script.py recipe.json`) or the command line."""
     parser = HfArgumentParser(dataclass_types)
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         recipe = read_recipe(sys.argv[1])
+        check_recipe(recipe, dataclass_types, sys.argv[1])
         if recipe.get("deepspeed"):
             ensure_single_process_environment()
-        return parser.parse_dict(recipe)
+        try:
+            return parser.parse_dict(recipe)
+        except (ValueError, TypeError) as error:  # e.g. TrainingArguments' own consistency checks
+            raise RecipeError(f"recipe {sys.argv[1]!r}: {error}") from None
     if "--deepspeed" in sys.argv:
         ensure_single_process_environment()
     return parser.parse_args_into_dataclasses()
@@ -113,3 +172,20 @@ def start_run(training_args: TrainingArguments) -> str | None:
     if last_checkpoint:
         logging.getLogger(__name__).info("resuming from %s", last_checkpoint)
     return last_checkpoint
+
+
+def run_with_clear_errors(main: typing.Callable[[], None], program: str) -> int:
+    """Run a script's main; a problem with the user's input (recipe, lexicon, voices, data,
+    folders) ends it with one line naming the problem and exit status 2, not a traceback."""
+    from .audio import AudioError
+    from .lexicon import LexiconError
+    from .preflight import PreflightError
+    from .splits import SplitError
+    from .tts import TTSError
+
+    try:
+        main()
+    except (RecipeError, LexiconError, TTSError, SplitError, AudioError, PreflightError) as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -137,9 +137,9 @@ def fit_calibration(scores: torch.Tensor, references: torch.Tensor, transcript_s
 
 
 def calibrate_recogniser(recogniser, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation") -> Calibration:
-    """Fit a `Calibration` for an `S2T` on manifest rows (path, text) of held-out voices.
+    """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out voices.
     Unreadable clips and names outside the lexicon are skipped."""
-    from .audio import AudioError, load_audio
+    from .audio import AudioError, read_usable_audio
     from .lexicon import LexiconError, normalize_name
 
     index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
@@ -150,7 +150,7 @@ def calibrate_recogniser(recogniser, rows: list[dict[str, str]], batch_size: int
             try:
                 label = index_of.get(normalize_name(row["text"]), -1)
                 if label >= 0:
-                    clips.append(load_audio(row["path"]))
+                    clips.append(read_usable_audio(row["path"], recogniser.max_seconds))
                     labels.append(label)
             except (AudioError, LexiconError):
                 continue

@@ -34,6 +34,9 @@ class DataCollatorSpeechWithPadding:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         name = self.processor.feature_extractor.model_input_names[0]
+        features = [feature for feature in features if feature[name] is not None]  # clips ClipReader could not read
+        if not features:
+            raise RuntimeError("every clip of a batch was unreadable; see the warnings above and rebuild the data folder")
         inputs = [{name: feature[name]} for feature in features]
         batch = self.processor.feature_extractor.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         batch[INPUT_LENGTHS] = torch.tensor([len(feature[name]) for feature in features])

@@ -8,16 +8,20 @@ new variant every epoch and no float copy of the corpus is ever written.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from datasets import Audio, Dataset, DatasetDict
 from transformers import Wav2Vec2Processor
 
-from .audio import SAMPLING_RATE, load_audio
+from .audio import SAMPLING_RATE, AudioError, check_usable, is_clipped, load_audio
 from .augmentation import Augmenter
 from .lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
@@ -51,10 +55,42 @@ def build_corpus(
     return splits
 
 
+def audit_clips(dataset: Dataset, split: str, max_duration_s: float | None = None, workers: int | None = None) -> Dataset:
+    """Read every clip once before training and drop those no model can learn from (missing,
+    unreadable, empty, NaN/inf, shorter than 0.1 s, silent, over `max_duration_s`), logging a
+    count per reason; clipped clips are kept and counted. A long run then never meets a broken
+    clip it could have known about at the start."""
+    clips = list(dataset.cast_column("audio", Audio(decode=False))["audio"])
+    paths = [clip["path"] for clip in clips]
+
+    def problem(clip: dict) -> str | None:
+        try:
+            audio = check_usable(load_audio(clip["bytes"] or clip["path"]), clip["path"], max_duration_s)
+        except AudioError as error:
+            return error.reason
+        return "clipped (kept)" if is_clipped(audio) else None
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        problems = list(tqdm(pool.map(problem, clips, chunksize=64), total=len(paths), desc=f"checking {split} clips", disable=len(paths) < 1000))
+    counts = Counter(reason for reason in problems if reason is not None)
+    keep = [index for index, reason in enumerate(problems) if reason is None or reason == "clipped (kept)"]
+    if counts:
+        logger.warning("%s: %d clips checked; %s; %d dropped", split, len(paths),
+                       ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())), len(paths) - len(keep))
+        for index, reason in enumerate(problems):
+            if reason is not None and reason != "clipped (kept)":
+                logger.info("%s: dropped %s (%s)", split, paths[index], reason)
+    else:
+        logger.info("%s: all %d clips readable and usable", split, len(paths))
+    return dataset.select(keep) if len(keep) < len(dataset) else dataset
+
+
 class ClipReader:
     """A `datasets` transform: read each clip, augment it (training only), normalise it.
 
-    Any column other than `audio` passes through, so length lookups stay cheap.
+    Any column other than `audio` passes through, so length lookups stay cheap. A clip that
+    cannot be read any more (deleted or damaged after the audit at the start) becomes None,
+    which the collator leaves out with a warning, so one file never ends a long run.
     """
 
     def __init__(self, processor: Wav2Vec2Processor, augmenter: Augmenter | None = None):
@@ -64,14 +100,19 @@ class ClipReader:
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if "audio" not in batch:
             return batch
-        values = []
+        values: list[Any] = []
         for audio in batch.pop("audio"):
-            samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"])
-            if self.augmenter is not None:
-                samples = self.augmenter(samples)
-            values.append(samples)
+            try:
+                samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"])
+            except AudioError as error:
+                logger.warning("skipping a clip that can no longer be read: %s", error)
+                values.append(None)
+                continue
+            values.append(self.augmenter(samples) if self.augmenter is not None else samples)
         name = self.feature_extractor.model_input_names[0]  # input_values (CTC) or input_features (Speech2Text)
-        batch[name] = self.feature_extractor(values, sampling_rate=SAMPLING_RATE)[name]
+        readable = [samples for samples in values if samples is not None]
+        features = iter(self.feature_extractor(readable, sampling_rate=SAMPLING_RATE)[name] if readable else [])
+        batch[name] = [next(features) if samples is not None else None for samples in values]
         return batch
 
 
@@ -104,15 +145,13 @@ def prepare_for_training(
     max_duration_s: float | None = None,
     max_samples: int | None = None,
     seed: int = 0,
+    split: str = "train",
 ) -> Dataset:
-    """Keep the columns training needs (`audio`, `labels`, `input_length`) and attach a ClipReader."""
-    if max_duration_s is not None:
-        too_long = sum(duration > max_duration_s for duration in dataset["duration"])
-        if too_long:
-            logger.warning("dropped %d clips longer than max_duration_in_seconds=%s", too_long, max_duration_s)
-            dataset = dataset.filter(lambda duration: duration <= max_duration_s, input_columns="duration")
+    """Keep the usable clips (`audit_clips`) and the columns training needs (`audio`,
+    `labels`, `input_length`), and attach a ClipReader."""
     if max_samples is not None and max_samples < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_samples))
+    dataset = audit_clips(dataset, split, max_duration_s)
     tokenizer = processor.tokenizer
     dataset = dataset.map(
         lambda batch: {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AudioError, load_audio
+from .audio import AudioError, read_usable_audio
 from .calibration import Calibration, expected_calibration_error
 from .inference import S2T
 from .lexicon import LexiconError, normalize_name
@@ -72,7 +72,7 @@ def predict_manifest(
         readable = []
         for position, row in enumerate(rows[start : start + batch_size], start):
             try:
-                clip = load_audio(row["path"])
+                clip = read_usable_audio(row["path"], recogniser.max_seconds)
                 reference = normalize_name(row["text"])
             except (AudioError, LexiconError) as error:
                 errors.append({"path": row["path"], "error": str(error)})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-from .audio import SAMPLING_RATE, AudioInput, load_audio
+from .audio import SAMPLING_RATE, AudioInput, read_usable_audio
 from .lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
 from .metrics import decode_ids
 from .calibration import Calibration
@@ -93,10 +93,11 @@ class S2T:
 
     def __init__(
         self, model, processor, lexicon: list[DrugName], calibration: Calibration | None = None,
-        batch_size: int = 16, max_new_tokens: int | None = None,
+        batch_size: int = 16, max_new_tokens: int | None = None, max_seconds: float | None = 60.0,
     ):
         self.model = model.eval()
         self.calibration = calibration or Calibration()
+        self.max_seconds = max_seconds  # a drug name takes seconds; longer input is a wrong file, not a name
         self.processor = processor
         self.lexicon = lexicon
         self.batch_size = batch_size
@@ -131,7 +132,7 @@ class S2T:
         """The model's normalised input for one clip: any audio (path, bytes, an array with its
         `sampling_rate`; any rate, mono or stereo) read as 16 kHz mono and passed through the
         model's feature extractor."""
-        clip = load_audio(audio, sampling_rate)
+        clip = read_usable_audio(audio, self.max_seconds, sampling_rate)
         return dict(self.processor.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
 
     @torch.no_grad()
@@ -191,6 +192,6 @@ class S2T:
         inputs = [audio] if single else audio
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
-            clips = [load_audio(item) for item in inputs[start : start + self.batch_size]]
+            clips = [read_usable_audio(item, self.max_seconds) for item in inputs[start : start + self.batch_size]]
             results.extend(self.results(self.score_batch(clips), top_k, allow_out_of_lexicon))
         return results[0] if single else results

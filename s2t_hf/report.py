@@ -97,8 +97,8 @@ def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], spl
     `calibration.json` beside the model, where `S2T.from_pretrained` finds it."""
     from .inference import S2T  # inference -> seq2seq -> this module: imported when needed
 
-    paths = [audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
-    rows = [{"path": path, "text": label} for path, label in zip(paths, split["label"])]
+    sources = [audio["bytes"] or audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
+    rows = [{"path": source, "text": label} for source, label in zip(sources, split["label"])]
     recogniser = S2T(trainer.accelerator.unwrap_model(trainer.model), processor, lexicon)
     calibration = calibrate_recogniser(recogniser, rows, batch_size=trainer.args.per_device_eval_batch_size, fitted_on="validation split")
     trainer.model.train()

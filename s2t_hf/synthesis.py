@@ -21,7 +21,7 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from .audio import SAMPLING_RATE, AudioError, load_audio
+from .audio import SAMPLING_RATE, AudioError, check_usable, load_audio
 from .lexicon import DrugName
 from .tts import TTSError, Voice, check_voices, get_engine
 
@@ -66,7 +66,7 @@ def trim_silence(audio: np.ndarray, threshold_db: float = -40.0, margin_s: float
 def finish_clip(raw_path: Path, final_path: Path) -> bool:
     """Turn an engine's raw WAV into the corpus format and move it into place atomically."""
     try:
-        audio = trim_silence(load_audio(raw_path))
+        audio = check_usable(trim_silence(load_audio(raw_path)), str(final_path))
     except AudioError as error:
         logger.warning("%s: engine output unusable (%s); skipped", final_path, error)
         return False

@@ -17,7 +17,10 @@ from .inference import save_lexicon
 from .lexicon import DrugName
 from .collator import INPUT_LENGTHS, model_inputs
 from .ranking import RANKED_FOR_METRICS, CTCRanker, greedy_ids, output_lengths
+from .preflight import check_free_space, check_writable, checkpoint_bytes
 from .report import ReportInModelCard
+
+TRAINING_ARGS_PICKLE = "training_args.bin"
 
 class CTCTrainer(ReportInModelCard, Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
@@ -52,11 +55,20 @@ class CTCTrainer(ReportInModelCard, Trainer):
 
 def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_from: str | None = None) -> None:
     """Train (resuming from a checkpoint when given), then save the model, its processor and
-    lexicon, the training metrics and the Trainer state into the output folder."""
+    lexicon, the training metrics and the Trainer state into the output folder.
+
+    The output folder holds no pickle: weights are safetensors and the Trainer's
+    `training_args.bin` (a pickled object) is replaced by `training_args.json`. Checkpoints
+    keep the Trainer's own optimizer/scheduler/RNG files, which resuming needs."""
+    output_dir = check_writable(trainer.args.output_dir, "output_dir")
+    check_free_space(output_dir, checkpoint_bytes(trainer.model.num_parameters(), trainer.args.save_total_limit), "output_dir")
     result = trainer.train(resume_from_checkpoint=resume_from)
     if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):
         trainer.model.float()  # frozen weights kept in bfloat16 for training are saved as float32
     trainer.save_model()
+    if trainer.is_world_process_zero():
+        (output_dir / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+        (output_dir / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     processor.save_pretrained(trainer.args.output_dir)
     save_lexicon(lexicon, trainer.args.output_dir)
     trainer.log_metrics("train", result.metrics)

@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 import torch
 from transformers import EvalPrediction
 
 from s2t_hf.lexicon import build_lexicon
-from s2t_hf.metrics import build_compute_metrics, top_k_accuracy
+from s2t_hf.metrics import build_compute_metrics, names_of, top_k_accuracy
 from s2t_hf.ranking import CTCRanker, fuzzy_rank
 from s2t_hf.vocabulary import build_processor, encode_labels
 
@@ -75,9 +76,13 @@ def test_fuzzy_baseline_ranks_by_spelling():
     assert fuzzy_rank(["metforman", "wafarin"], lexicon, top_k=2)[:, 0].tolist() == [0, 2]
 
 
-def test_top_k_accuracy():
-    ranked = np.array([[0, 1, 2], [2, 0, 1], [1, 2, 0], [1, 2, 0]])
-    assert top_k_accuracy(ranked, [0, 0, 0, -1], ks=(1, 2, 3)) == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
+def test_top_k_accuracy_goes_through_the_metric_module():
+    lexicon = build_lexicon(["a a", "b", "c"])
+    ranked = names_of(np.array([[0, 1, 2], [2, 0, 1], [1, 2, 0], [1, 2, 0]]), lexicon)
+    assert ranked[0] == ["a a", "b", "c"]
+    assert top_k_accuracy(ranked, ["a a", "a a", "a a", "not in lexicon"], max_k=3) == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
+    with pytest.raises(ValueError, match="2 rankings for 1 references"):
+        top_k_accuracy(ranked[:2], ["b"])
 
 
 def test_compute_metrics_reports_ctc_fuzzy_and_cer():
