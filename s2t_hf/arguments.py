@@ -159,8 +159,8 @@ def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
 
 
 def start_run(training_args: TrainingArguments) -> str | None:
-    """Logging and seeding for a training run; returns the checkpoint to resume from, if the
-    output folder holds one (rerunning a killed command picks up where it stopped)."""
+    """Logging, seeding and a writable output folder for a training run; returns the checkpoint
+    to resume from, if the output folder holds one (rerunning a killed command picks up where it stopped)."""
     import datasets
     import transformers
 
@@ -168,6 +168,7 @@ def start_run(training_args: TrainingArguments) -> str | None:
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    check_writable(training_args.output_dir, "output_dir")  # before hours of synthesis, not after
     last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     if last_checkpoint:
         logging.getLogger(__name__).info("resuming from %s", last_checkpoint)

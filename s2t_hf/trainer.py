@@ -8,6 +8,8 @@ and the greedy CTC ids.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import torch
 from transformers import Trainer
@@ -17,7 +19,7 @@ from .inference import save_lexicon
 from .lexicon import DrugName
 from .collator import INPUT_LENGTHS, model_inputs
 from .ranking import RANKED_FOR_METRICS, CTCRanker, greedy_ids, output_lengths
-from .preflight import check_free_space, check_writable, checkpoint_bytes
+from .preflight import check_free_space, checkpoint_bytes
 from .report import ReportInModelCard
 
 TRAINING_ARGS_PICKLE = "training_args.bin"
@@ -60,7 +62,7 @@ def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_
     The output folder holds no pickle: weights are safetensors and the Trainer's
     `training_args.bin` (a pickled object) is replaced by `training_args.json`. Checkpoints
     keep the Trainer's own optimizer/scheduler/RNG files, which resuming needs."""
-    output_dir = check_writable(trainer.args.output_dir, "output_dir")
+    output_dir = Path(trainer.args.output_dir)  # start_run proved it writable
     check_free_space(output_dir, checkpoint_bytes(trainer.model.num_parameters(), trainer.args.save_total_limit), "output_dir")
     result = trainer.train(resume_from_checkpoint=resume_from)
     if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):

@@ -72,6 +72,14 @@ def test_writes_model_processor_report_and_results(trained):
     assert "Lexicon: 6 names" in card and "| CTC likelihood" in card and "flite:slt" in card
 
 
+def test_output_folder_holds_no_pickle_and_a_calibration(trained):
+    pickled = [path.name for path in trained.iterdir() if path.suffix in {".bin", ".pt", ".pth", ".pkl", ".pickle"}]
+    assert not pickled, pickled
+    assert json.loads((trained / "training_args.json").read_text())["seed"] == 0
+    calibration = json.loads((trained / "calibration.json").read_text())
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation split"
+
+
 def test_evaluation_loss_fell_below_training_loss(trained):
     results = json.loads((trained / "all_results.json").read_text())
     assert results["eval_loss"] < results["train_loss"]
