@@ -21,10 +21,9 @@ from typing import Optional, Union
 import torch
 from transformers import TrainingArguments
 
-from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
 from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
-from s2t_hf.data import drop_unalignable, prepare_for_training
+from s2t_hf.data import drop_unalignable
 from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
@@ -117,15 +116,8 @@ def main() -> None:
         cast_frozen_parameters(model, torch.bfloat16)
 
     # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly
-    augmenter = build_augmenter(data_args.augmentation)
-    train_dataset = prepare_for_training(
-        splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
-    )
+    train_dataset, eval_dataset, test_dataset = data_args.model_ready_splits(splits, processor, training_args.seed)
     train_dataset = drop_unalignable(train_dataset, model._get_feat_extract_output_lengths, "train")
-    eval_dataset = prepare_for_training(
-        splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed, split="validation"
-    )
-    test_dataset = prepare_for_training(splits["test"], processor, split="test")
 
     # 5. Trainer, ranking every lexicon name by CTC likelihood at evaluation
     ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, lexicon), processor.tokenizer.pad_token_id)

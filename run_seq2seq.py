@@ -19,9 +19,7 @@ from typing import Optional, Union
 from transformers import Seq2SeqTrainingArguments
 
 from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
-from s2t_hf.augmentation import build_augmenter
 from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.data import prepare_for_training
 from s2t_hf.lexicon import load_lexicon
 from s2t_hf.metrics import build_compute_metrics
 from s2t_hf.models import load_seq2seq_model
@@ -66,14 +64,7 @@ def main() -> None:
     )
 
     # 4. Model-ready datasets: token labels, log-mel features computed (and audio augmented) on the fly
-    augmenter = build_augmenter(data_args.augmentation)
-    train_dataset = prepare_for_training(
-        splits["train"], processor, augmenter, data_args.max_duration_in_seconds, data_args.max_train_samples, training_args.seed
-    )
-    eval_dataset = prepare_for_training(
-        splits["validation"], processor, max_samples=data_args.max_eval_samples, seed=training_args.seed, split="validation"
-    )
-    test_dataset = prepare_for_training(splits["test"], processor, split="test")
+    train_dataset, eval_dataset, test_dataset = data_args.model_ready_splits(splits, processor, training_args.seed)
 
     # 5. Trainer, ranking every lexicon name by its sequence likelihood at evaluation
     training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import build_corpus
+from .augmentation import build_augmenter
+from .data import build_corpus, prepare_for_training
 from .lexicon import DEFAULT_LEXICON, DrugName
 from .preflight import check_free_space, check_writable, corpus_bytes
 from .tts import parse_voices
@@ -84,6 +85,16 @@ class DataTrainingArguments:
             lexicon, self.voices, self.data_dir, self.validation_voices, self.test_voices,
             split_seed=self.split_seed, num_workers=self.synthesis_workers,
         )
+
+
+    def model_ready_splits(self, splits: DatasetDict, processor, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+        """Train (augmented, duration-capped, optionally truncated), validation (optionally
+        truncated) and test (whole) datasets that read and check their audio on the fly."""
+        train = prepare_for_training(
+            splits["train"], processor, build_augmenter(self.augmentation), self.max_duration_in_seconds, self.max_train_samples, seed
+        )
+        validation = prepare_for_training(splits["validation"], processor, max_samples=self.max_eval_samples, seed=seed, split="validation")
+        return train, validation, prepare_for_training(splits["test"], processor, split="test")
 
 
 def ensure_single_process_environment() -> None:

@@ -93,7 +93,10 @@ def is_clipped(audio: np.ndarray) -> bool:
     return float(np.mean(np.abs(audio) >= 0.999)) >= CLIPPED_SHARE
 
 
-def read_usable_audio(source: AudioInput, max_seconds: float | None = None, sampling_rate: int | None = None) -> np.ndarray:
-    """`load_audio` then `check_usable`: the clip, or an `AudioError` naming the problem."""
-    what = "audio" if isinstance(source, (bytes, np.ndarray, tuple)) else str(source)
+def read_usable_audio(
+    source: AudioInput, max_seconds: float | None = None, sampling_rate: int | None = None, what: str | None = None
+) -> np.ndarray:
+    """`load_audio` then `check_usable`: the clip, or an `AudioError` naming the problem (and
+    `what`, the file's name, when the source is bytes)."""
+    what = what or ("audio" if isinstance(source, (bytes, np.ndarray, tuple)) else str(source))
     return check_usable(load_audio(source, sampling_rate), what, max_seconds)

@@ -44,6 +44,10 @@ class Calibration:
         values = json.loads(path.read_text(encoding="utf-8"))
         return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.clips > 0
+
     def log_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """log p(name | clip) over the lexicon, from (clips, names) scores."""
         return torch.log_softmax(scores.float() / self.temperature, dim=-1)
@@ -72,17 +76,21 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     return float(math.exp(best.x))
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, float]]:
+    """(mean confidence, share correct, share of results) for each non-empty equal-width confidence bin."""
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for bin_index in range(bins):
-        members = which == bin_index
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
+    return [
+        (float(confidence[members].mean()), float(correct[members].mean()), float(members.mean()))
+        for members in (which == bin_index for bin_index in range(bins))
+        if members.any()
+    ]
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    return float(sum(share * abs(accuracy - mean) for mean, accuracy, share in reliability_bins(confidence, correct, bins)))
 
 
 def flag_tradeoff(margins: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> list[dict[str, float]]:
@@ -135,30 +143,3 @@ def fit_calibration(scores: torch.Tensor, references: torch.Tensor, transcript_s
     calibration.out_of_lexicon_gap = fit_out_of_lexicon_gap(gaps[np.isfinite(gaps)])
     return calibration
 
-
-def calibrate_recogniser(recogniser, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation") -> Calibration:
-    """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out voices.
-    Unreadable clips and names outside the lexicon are skipped."""
-    from .audio import AudioError, read_usable_audio
-    from .lexicon import LexiconError, normalize_name
-
-    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
-    scores, references, transcript_scores = [], [], []
-    for start in range(0, len(rows), batch_size):
-        clips, labels = [], []
-        for row in rows[start : start + batch_size]:
-            try:
-                label = index_of.get(normalize_name(row["text"]), -1)
-                if label >= 0:
-                    clips.append(read_usable_audio(row["path"], recogniser.max_seconds))
-                    labels.append(label)
-            except (AudioError, LexiconError):
-                continue
-        if clips:
-            batch = recogniser.score_batch(clips)
-            scores.append(batch.scores)
-            transcript_scores.append(batch.transcript_scores)
-            references.extend(labels)
-    if not references:
-        raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
-    return fit_calibration(torch.cat(scores), torch.tensor(references), torch.cat(transcript_scores), fitted_on)

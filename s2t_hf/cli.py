@@ -122,13 +122,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate_recogniser
     from .comparison import sample_rows
-    from .evaluation import read_evaluation_manifest
+    from .evaluation import calibrate_recogniser, read_evaluation_manifest
 
     recogniser = load_recogniser(args)
     rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
-    calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest))
+    calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False)
     path = calibration.save(args.model)
     print(f"{path}: temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
           f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips)")

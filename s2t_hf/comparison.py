@@ -139,7 +139,7 @@ def compare_models(
                 logger.info("%s, %s: predictions read from %s", label, condition_name(snr_db), path)
             summary = summarize(records, errors, [entry.label for entry in names], calibration)
             summary["seconds_per_clip"] = seconds_per_clip
-            summary["calibrated"] = calibration.fitted_on != Calibration().fitted_on
+            summary["calibrated"] = calibration.is_fitted
             summary["records"] = records
             results[label][condition_name(snr_db)] = summary
     return results

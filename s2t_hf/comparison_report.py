@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import expected_calibration_error, flag_tradeoff
+from .calibration import flag_tradeoff, reliability_bins
 from .evaluation import margin_of
 from .ranking import RANKED_FOR_METRICS
 
@@ -104,12 +104,8 @@ def plot_calibration(results: dict[str, dict], path: Path, bins: int = 10) -> No
         records = conditions["clean"]["records"]
         confidence = np.array([record["probabilities"][0] for record in records])
         correct = np.array([record["candidates"][:1] == [record["reference"]] for record in records])
-        edges = np.linspace(0, 1, bins + 1)
-        which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-        centres = [confidence[which == b].mean() for b in range(bins) if (which == b).any()]
-        accuracies = [correct[which == b].mean() for b in range(bins) if (which == b).any()]
-        ece = expected_calibration_error(confidence, correct)
-        reliability.plot(centres, accuracies, marker="o", label=f"{model} (ECE {ece:.3f})")
+        centres, accuracies, _ = zip(*reliability_bins(confidence, correct, bins))
+        reliability.plot(centres, accuracies, marker="o", label=f"{model} (ECE {conditions['clean']['ece']:.3f})")
         margins = np.array([margin_of(record) for record in records])
         rows = flag_tradeoff(margins, correct, np.linspace(0, 1, 101))
         tradeoff.plot([100 * row["correct_flagged"] for row in rows], [100 * row["errors_caught"] for row in rows], label=model)

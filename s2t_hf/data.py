@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from datasets import Audio, Dataset, DatasetDict
 from transformers import Wav2Vec2Processor
 
-from .audio import SAMPLING_RATE, AudioError, check_usable, is_clipped, load_audio
+from .audio import SAMPLING_RATE, AudioError, is_clipped, load_audio, read_usable_audio
 from .augmentation import Augmenter
 from .lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
@@ -65,7 +65,7 @@ def audit_clips(dataset: Dataset, split: str, max_duration_s: float | None = Non
 
     def problem(clip: dict) -> str | None:
         try:
-            audio = check_usable(load_audio(clip["bytes"] or clip["path"]), clip["path"], max_duration_s)
+            audio = read_usable_audio(clip["bytes"] or clip["path"], max_duration_s, what=clip["path"])
         except AudioError as error:
             return error.reason
         return "clipped (kept)" if is_clipped(audio) else None

@@ -15,13 +15,15 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .audio import AudioError, read_usable_audio
-from .calibration import Calibration, expected_calibration_error
+from .calibration import Calibration, expected_calibration_error, fit_calibration
 from .inference import S2T
 from .lexicon import LexiconError, normalize_name
 from .metrics import TOP_KS, character_error_rate, top_k_accuracy
@@ -62,24 +64,33 @@ def add_noise(clip: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     return clip + noise * np.sqrt(power / 10 ** (snr_db / 10))
 
 
+def readable_batches(
+    rows: list[dict[str, str]], max_seconds: float | None, batch_size: int, errors: list[dict], desc: str, progress: bool = True
+) -> Iterator[list[tuple[int, dict[str, str], str, np.ndarray]]]:
+    """Manifest rows in batches of (position, row, normalised name, 16 kHz clip); a row whose
+    audio or name cannot be used becomes an entry in `errors` instead. Empty batches are skipped."""
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress):
+        readable = []
+        for position, row in enumerate(rows[start : start + batch_size], start):
+            try:
+                readable.append((position, row, normalize_name(row["text"]), read_usable_audio(row["path"], max_seconds)))
+            except (AudioError, LexiconError) as error:
+                errors.append({"path": row["path"] if isinstance(row["path"], str) else "(audio bytes)", "error": str(error)})
+        if readable:
+            yield readable
+
+
 def predict_manifest(
     recogniser: S2T, rows: list[dict[str, str]], snr_db: float | None = None, batch_size: int = 16, progress: bool = True
 ) -> tuple[list[dict], list[dict]]:
     """One prediction record per readable clip, and one error record per clip that is not."""
     label_of = {entry.name: entry.label for entry in recogniser.lexicon}  # records hold normalised labels, like references
     records, errors = [], []
-    for start in tqdm(range(0, len(rows), batch_size), desc=f"recognising ({'clean' if snr_db is None else f'{snr_db:g} dB SNR'})", disable=not progress):
-        readable = []
-        for position, row in enumerate(rows[start : start + batch_size], start):
-            try:
-                clip = read_usable_audio(row["path"], recogniser.max_seconds)
-                reference = normalize_name(row["text"])
-            except (AudioError, LexiconError) as error:
-                errors.append({"path": row["path"], "error": str(error)})
-                continue
-            readable.append((row, reference, clip if snr_db is None else add_noise(clip, snr_db, seed=position)))
-        if not readable:
-            continue
+    condition = "clean" if snr_db is None else f"{snr_db:g} dB SNR"
+    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, f"recognising ({condition})", progress):
+        readable = [
+            (row, reference, clip if snr_db is None else add_noise(clip, snr_db, seed=position)) for position, row, reference, clip in batch_rows
+        ]
         batch = recogniser.score_batch([clip for _, _, clip in readable])
         results = recogniser.results(batch, top_k=RANKED_FOR_METRICS)
         for (row, reference, clip), result, own_score in zip(readable, results, batch.transcript_scores.tolist()):
@@ -95,6 +106,25 @@ def predict_manifest(
                 "probabilities": [candidate.probability for candidate in result.candidates],
             })
     return records, errors
+
+
+def calibrate_recogniser(
+    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation", progress: bool = True
+) -> Calibration:
+    """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out voices.
+    Unreadable clips and names outside the lexicon are skipped."""
+    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
+    scores, references, transcript_scores, errors = [], [], [], []
+    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, "calibrating", progress):
+        in_lexicon = [(index_of[label], clip) for _, _, label, clip in batch_rows if label in index_of]
+        if in_lexicon:
+            batch = recogniser.score_batch([clip for _, clip in in_lexicon])
+            scores.append(batch.scores)
+            transcript_scores.append(batch.transcript_scores)
+            references.extend(index for index, _ in in_lexicon)
+    if not references:
+        raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
+    return fit_calibration(torch.cat(scores), torch.tensor(references), torch.cat(transcript_scores), fitted_on)
 
 
 def margin_of(record: dict) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 from datasets import Audio, Dataset, DatasetDict
 from transformers import Trainer
 
-from .calibration import Calibration, calibrate_recogniser
+from .calibration import Calibration
 from .lexicon import DrugName
 from .metrics import TOP_KS
 
@@ -95,7 +95,8 @@ class ReportInModelCard:
 def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset) -> Calibration:
     """Fit probabilities and flags on a held-out split (its audio files and labels) and save
     `calibration.json` beside the model, where `S2T.from_pretrained` finds it."""
-    from .inference import S2T  # inference -> seq2seq -> this module: imported when needed
+    from .evaluation import calibrate_recogniser  # evaluation -> inference -> seq2seq -> this module: imported when needed
+    from .inference import S2T
 
     sources = [audio["bytes"] or audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
     rows = [{"path": source, "text": label} for source, label in zip(sources, split["label"])]
