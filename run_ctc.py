@@ -21,17 +21,23 @@ from typing import Optional, Union
 import torch
 from transformers import TrainingArguments
 
-from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
-from s2t_hf.data import drop_unalignable
-from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
-from s2t_hf.lexicon import load_lexicon
-from s2t_hf.metrics import build_compute_metrics
-from s2t_hf.models import fold_weight_norm, load_ctc_model, without_zero3_init
-from s2t_hf.ranking import CTCRanker
-from s2t_hf.report import evaluate_and_report
-from s2t_hf.trainer import CTCTrainer, train_and_save
-from s2t_hf.vocabulary import encode_labels
+from s2t_hf.decoding.ctc import CTCRanker
+from s2t_hf.evaluation.metrics import build_compute_metrics
+from s2t_hf.models.deepspeed import fold_weight_norm, without_zero3_init
+from s2t_hf.models.freezing import apply_freezing, cast_frozen_parameters
+from s2t_hf.models.loading import load_ctc_model
+from s2t_hf.text.lexicon import load_lexicon
+from s2t_hf.text.vocabulary import encode_labels
+from s2t_hf.training.arguments import (
+    DataTrainingArguments,
+    parse_arguments,
+    run_with_clear_errors,
+    start_run,
+)
+from s2t_hf.training.collator import DataCollatorSpeechWithPadding
+from s2t_hf.training.data import drop_unalignable
+from s2t_hf.training.report import evaluate_and_report
+from s2t_hf.training.trainers import CTCTrainer, train_and_save
 
 logger = logging.getLogger("run_ctc")
 

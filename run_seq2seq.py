@@ -18,14 +18,19 @@ from typing import Optional, Union
 
 from transformers import Seq2SeqTrainingArguments
 
-from s2t_hf.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
-from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.lexicon import load_lexicon
-from s2t_hf.metrics import build_compute_metrics
-from s2t_hf.models import load_seq2seq_model
-from s2t_hf.report import evaluate_and_report
-from s2t_hf.seq2seq import Seq2SeqRanker, Seq2SeqRankingTrainer
-from s2t_hf.trainer import train_and_save
+from s2t_hf.decoding.seq2seq import Seq2SeqRanker
+from s2t_hf.evaluation.metrics import build_compute_metrics
+from s2t_hf.models.loading import load_seq2seq_model
+from s2t_hf.text.lexicon import load_lexicon
+from s2t_hf.training.arguments import (
+    DataTrainingArguments,
+    parse_arguments,
+    run_with_clear_errors,
+    start_run,
+)
+from s2t_hf.training.collator import DataCollatorSpeechWithPadding
+from s2t_hf.training.report import evaluate_and_report
+from s2t_hf.training.trainers import Seq2SeqRankingTrainer, train_and_save
 
 logger = logging.getLogger("run_seq2seq")
 

@@ -60,7 +60,7 @@ def hubert_large():
 def measure(setting: str, steps: int, device: str, bf16: bool) -> dict:
     import torch
 
-    from s2t_hf.freezing import apply_freezing, cast_frozen_parameters
+    from s2t_hf.models.freezing import apply_freezing, cast_frozen_parameters
 
     trainable_layers, freeze_encoder, checkpointing, deepspeed_config = SETTINGS[setting]
     frozen_bf16 = deepspeed_config == "frozen-bf16"

@@ -24,9 +24,9 @@ import torch
 from datasets import Audio, load_from_disk
 
 from s2t_hf import S2T
-from s2t_hf.audio import load_audio
-from s2t_hf.metrics import TOP_KS, names_of, top_k_accuracy
-from s2t_hf.ranking import fuzzy_rank
+from s2t_hf.audio.reading import load_audio
+from s2t_hf.decoding.fuzzy import fuzzy_rank
+from s2t_hf.evaluation.metrics import TOP_KS, names_of, top_k_accuracy
 
 
 def test_clips(data_dir: Path, count: int, seed: int) -> list[tuple[str, str]]:

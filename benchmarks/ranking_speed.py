@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from s2t_hf.lexicon import load_lexicon
-from s2t_hf.ranking import CTCRanker, pad_ids
-from s2t_hf.vocabulary import build_processor, encode_labels
+from s2t_hf.decoding.ctc import CTCRanker
+from s2t_hf.decoding.ranking import pad_ids
+from s2t_hf.models.processor import build_processor
+from s2t_hf.text.lexicon import load_lexicon
+from s2t_hf.text.vocabulary import encode_labels
 
 
 def ctc_loss_scores(log_probs: torch.Tensor, label_ids: list[list[int]], blank: int) -> torch.Tensor:

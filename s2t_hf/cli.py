@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
-from .metrics import TOP_KS
+from .evaluation.metrics import TOP_KS
+from .text.lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
 
 logger = logging.getLogger("s2t_hf")
 
@@ -18,8 +18,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .synthesis import clip_path, synthesize_corpus
-    from .tts import Voice
+    from .speech.synthesis import clip_path, synthesize_corpus
+    from .speech.tts import Voice
 
     voice = Voice.parse(f"{args.engine}:{args.voice}@r{args.rate:g}@p{args.pitch:+g}")
     entry = build_lexicon([args.text])
@@ -35,7 +35,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_data(args: argparse.Namespace) -> int:
-    from .data import DATASET_FOLDER, build_corpus
+    from .speech.corpus import DATASET_FOLDER, build_corpus
 
     lexicon = load_lexicon(args.lexicon, limit=args.max_names)
     splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers)
@@ -46,13 +46,13 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
 
 
 def load_recogniser(args: argparse.Namespace):
-    from .inference import S2T
+    from .inference.recognizer import S2T
 
     return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device)
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
-    from .audio import AudioError
+    from .audio.reading import AudioError
 
     recogniser = load_recogniser(args)
     failures = 0
@@ -80,7 +80,7 @@ def format_metrics_row(label: str, metrics: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_manifest
+    from .evaluation.predictions import evaluate_manifest
 
     report = evaluate_manifest(load_recogniser(args), args.manifest)
     if args.json:
@@ -103,8 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .comparison import compare_models
-    from .comparison_report import comparison_table, write_comparison_report
+    from .evaluation.comparison import compare_models
+    from .evaluation.report import comparison_table, write_comparison_report
 
     snrs = [None] + sorted(set(args.snr), reverse=True)
     results = compare_models(
@@ -122,8 +122,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .comparison import sample_rows
-    from .evaluation import calibrate_recogniser, read_evaluation_manifest
+    from .evaluation.comparison import sample_rows
+    from .evaluation.manifests import read_evaluation_manifest
+    from .evaluation.predictions import calibrate_recogniser
 
     recogniser = load_recogniser(args)
     rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
@@ -197,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .audio import AudioError
-    from .evaluation import ManifestError
-    from .splits import SplitError
-    from .tts import TTSError
+    from .audio.reading import AudioError
+    from .evaluation.manifests import ManifestError
+    from .speech.splits import SplitError
+    from .speech.tts import TTSError
 
     try:
         return args.run(args)

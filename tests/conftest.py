@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from s2t_hf.lexicon import build_lexicon
+from s2t_hf.text.lexicon import build_lexicon
 
 TEST_NAMES = ["metformin", "lisinopril", "amoxicillin", "atorvastatin", "warfarin", "ibuprofen"]
 TEST_VOICES = ["espeak-ng:en-us", "espeak-ng:en-gb+f2", "espeak-ng:en-us+m3@r1.2", "flite:slt", "flite:kal16"]
@@ -27,7 +27,7 @@ def corpus(tmp_path_factory, lexicon):
     """Synthesised once per test session: 6 names x 5 voices, split by speaker."""
     require_program("espeak-ng")
     require_program("flite")
-    from s2t_hf.data import build_corpus
+    from s2t_hf.speech.corpus import build_corpus
 
     folder = tmp_path_factory.mktemp("corpus")
     splits = build_corpus(
@@ -40,9 +40,9 @@ def save_untrained_model(folder, lexicon, seed: int = 0):
     """A tiny randomly initialised mel-conformer CTC model folder, as run_ctc.py writes one."""
     import torch
 
-    from s2t_hf.inference import save_lexicon
-    from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
-    from s2t_hf.vocabulary import build_processor
+    from s2t_hf.models.mel_conformer import MelConformerConfig, MelConformerForCTC
+    from s2t_hf.models.processor import build_processor
+    from s2t_hf.text.lexicon import save_lexicon
 
     torch.manual_seed(seed)
     processor = build_processor(lexicon)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from s2t_hf.audio import AudioError, load_audio
+from s2t_hf.audio.reading import AudioError, load_audio
 
 
 def test_reads_any_rate_and_channels_as_16k_mono(tmp_path):

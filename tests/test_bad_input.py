@@ -11,9 +11,9 @@ import pytest
 import soundfile
 from datasets import Audio, Dataset
 
-from s2t_hf.audio import AudioError, read_usable_audio
-from s2t_hf.data import audit_clips
-from s2t_hf.lexicon import LexiconError, build_lexicon, load_lexicon
+from s2t_hf.audio.reading import AudioError, read_usable_audio
+from s2t_hf.text.lexicon import LexiconError, build_lexicon, load_lexicon
+from s2t_hf.training.data import audit_clips
 
 from .test_cli import cli
 from .test_run_ctc import run, write_recipe
@@ -106,9 +106,9 @@ def test_training_audit_drops_and_counts_each_bad_clip_at_the_start(tmp_path, ca
 
 
 def test_a_clip_broken_after_the_audit_is_skipped_by_the_collator(corpus, lexicon, caplog):
-    from s2t_hf.collator import DataCollatorSpeechWithPadding
-    from s2t_hf.data import prepare_for_training
-    from s2t_hf.vocabulary import build_processor
+    from s2t_hf.models.processor import build_processor
+    from s2t_hf.training.collator import DataCollatorSpeechWithPadding
+    from s2t_hf.training.data import prepare_for_training
 
     folder, splits = corpus
     processor = build_processor(lexicon)
@@ -130,8 +130,8 @@ def test_a_clip_broken_after_the_audit_is_skipped_by_the_collator(corpus, lexico
 def test_spec_augment_time_masking_survives_a_0_1_second_clip(lexicon):
     import torch
 
-    from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
-    from s2t_hf.vocabulary import build_processor
+    from s2t_hf.models.mel_conformer import MelConformerConfig, MelConformerForCTC
+    from s2t_hf.models.processor import build_processor
 
     processor = build_processor(lexicon)
     config = MelConformerConfig(vocab_size=len(processor.tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -168,7 +168,7 @@ def test_lexicon_file_quirks_are_normalised(tmp_path):
 def test_a_name_too_long_for_its_clip_is_dropped_with_a_warning_not_an_infinite_loss(caplog):
     import torch
 
-    from s2t_hf.data import drop_unalignable
+    from s2t_hf.training.data import drop_unalignable
 
     dataset = Dataset.from_dict({"labels": [[1, 2, 3], [1] * 40], "input_length": [16000, 1600]})
     with caplog.at_level(logging.WARNING):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from s2t_hf.augmentation import AugmentationError, build_augmenter
-from s2t_hf.collator import DataCollatorSpeechWithPadding
-from s2t_hf.data import prepare_for_training
-from s2t_hf.vocabulary import build_processor
+from s2t_hf.audio.augmentation import AugmentationError, build_augmenter
+from s2t_hf.models.processor import build_processor
+from s2t_hf.training.collator import DataCollatorSpeechWithPadding
+from s2t_hf.training.data import prepare_for_training
 
 
 def test_collator_pads_audio_with_mask_and_labels_with_minus_100(lexicon):

@@ -1,7 +1,7 @@
 import torch
 from datasets import Dataset
 
-from s2t_hf.data import ctc_frames_needed, drop_unalignable
+from s2t_hf.training.data import ctc_frames_needed, drop_unalignable
 
 
 def test_ctc_needs_a_blank_between_repeated_tokens():

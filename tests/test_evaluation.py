@@ -10,14 +10,18 @@ import pytest
 import torch
 
 from s2t_hf import DRUG_ACCURACY_METRIC, S2T
-from s2t_hf.calibration import (
-    Calibration, expected_calibration_error, fit_ambiguity_margin, fit_calibration, fit_temperature,
+from s2t_hf.evaluation.comparison import PredictionCache, compare_models
+from s2t_hf.evaluation.report import write_comparison_report
+from s2t_hf.inference.calibration import (
+    Calibration,
+    expected_calibration_error,
+    fit_ambiguity_margin,
+    fit_calibration,
+    fit_temperature,
 )
-from s2t_hf.comparison import PredictionCache, compare_models
-from s2t_hf.comparison_report import write_comparison_report
-from s2t_hf.inference import BatchScores
-from s2t_hf.lexicon import build_lexicon
-from s2t_hf.sound_alike import load_sound_alike_pairs, partners_in_lexicon
+from s2t_hf.inference.recognizer import BatchScores
+from s2t_hf.text.lexicon import build_lexicon
+from s2t_hf.text.sound_alike import load_sound_alike_pairs, partners_in_lexicon
 
 from .conftest import save_untrained_model
 from .test_ranking_and_metrics import make_ranker, spell
@@ -74,7 +78,7 @@ def sound_alike_recogniser(tmp_path_factory):
 def scored(recogniser: S2T, frames: list[list], transcript: list) -> BatchScores:
     _, tokenizer, ranker = make_ranker([entry.label for entry in recogniser.lexicon])
     log_probs = torch.stack([spell(tokenizer, clip, len(tokenizer)) for clip in frames])
-    from s2t_hf.ranking import transcript_scores
+    from s2t_hf.decoding.ctc import transcript_scores
 
     own = transcript_scores(log_probs, torch.tensor([len(clip) for clip in frames]), [[tokenizer.convert_tokens_to_ids(c) for c in text] for text in transcript], tokenizer.pad_token_id)
     return BatchScores(transcripts=transcript, scores=ranker.scores(log_probs), transcript_scores=own)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from s2t_hf.models import load_ctc_model
+from s2t_hf.models.loading import load_ctc_model
 
 from .conftest import TEST_NAMES, require_program
 from .families import ALL_FAMILIES, CTC_FAMILIES, lacking_letters
@@ -115,9 +115,8 @@ def test_pipeline_loads_the_output_directory(fine_tuned):
     from transformers import pipeline
 
     import s2t_hf  # noqa: F401
-
     from s2t_hf import S2T
-    from s2t_hf.audio import load_audio
+    from s2t_hf.audio.reading import load_audio
 
     model_dir, corpus_dir = fine_tuned
     clip = load_audio(sorted(corpus_dir.glob("clips/flite_slt/*.wav"))[1])

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from s2t_hf import tts
-from s2t_hf.lexicon import build_lexicon, load_lexicon
-from s2t_hf.synthesis import TEMP_SUFFIX, read_manifest, synthesize_corpus
-from s2t_hf.tts import Voice
+from s2t_hf.speech import tts
+from s2t_hf.speech.synthesis import TEMP_SUFFIX, read_manifest, synthesize_corpus
+from s2t_hf.speech.tts import Voice
+from s2t_hf.text.lexicon import build_lexicon, load_lexicon
 
 from .conftest import require_program
 from .test_run_ctc import ROOT, write_recipe

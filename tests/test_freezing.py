@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertForCTC
 
-from s2t_hf.freezing import apply_freezing, count_layers
-from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
+from s2t_hf.models.freezing import apply_freezing, count_layers
+from s2t_hf.models.mel_conformer import MelConformerConfig, MelConformerForCTC
 
 from .families import TINY_ENCODER
 

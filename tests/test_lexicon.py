@@ -1,6 +1,11 @@
 import pytest
 
-from s2t_hf.lexicon import LexiconError, build_lexicon, load_lexicon, normalize_name
+from s2t_hf.text.lexicon import (
+    LexiconError,
+    build_lexicon,
+    load_lexicon,
+    normalize_name,
+)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import torch
 from transformers import AutoModelForCTC
 
-from s2t_hf.modeling_mel_conformer import MelConformerConfig, MelConformerForCTC
+from s2t_hf.models.mel_conformer import MelConformerConfig, MelConformerForCTC
 
 TINY = dict(vocab_size=29, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_kernel_size=5)
 

@@ -9,9 +9,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2t_hf.lexicon import LexiconError, build_lexicon, normalize_name
-from s2t_hf.ranking import CTCRanker
-from s2t_hf.vocabulary import build_processor, encode_labels
+from s2t_hf.decoding.ctc import CTCRanker
+from s2t_hf.models.processor import build_processor
+from s2t_hf.text.lexicon import LexiconError, build_lexicon, normalize_name
+from s2t_hf.text.vocabulary import encode_labels
 
 LABEL = re.compile(r"[a-z]+( [a-z]+)*")
 

@@ -3,10 +3,12 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from s2t_hf.lexicon import build_lexicon
-from s2t_hf.metrics import build_compute_metrics, names_of, top_k_accuracy
-from s2t_hf.ranking import CTCRanker, fuzzy_rank
-from s2t_hf.vocabulary import build_processor, encode_labels
+from s2t_hf.decoding.ctc import CTCRanker
+from s2t_hf.decoding.fuzzy import fuzzy_rank
+from s2t_hf.evaluation.metrics import build_compute_metrics, names_of, top_k_accuracy
+from s2t_hf.models.processor import build_processor
+from s2t_hf.text.lexicon import build_lexicon
+from s2t_hf.text.vocabulary import encode_labels
 
 
 def make_ranker(names):

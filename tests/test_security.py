@@ -32,7 +32,7 @@ def test_remote_code_is_off_unless_the_recipe_turns_it_on(script):
 
 
 def test_tts_engines_get_argument_lists_so_names_never_reach_a_shell(tmp_path):
-    from s2t_hf import tts
+    from s2t_hf.speech import tts
 
     hostile = "metformin; rm -rf / $(reboot) `id` 'x\""
     for engine_name in ["espeak-ng", "flite"]:

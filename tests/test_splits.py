@@ -1,6 +1,6 @@
 import pytest
 
-from s2t_hf.splits import SplitError, assign_speakers
+from s2t_hf.speech.splits import SplitError, assign_speakers
 
 SPEAKERS = [f"espeak-ng:v{i}" for i in range(6)] + ["flite:a", "flite:b", "flite:c", "festival:x", "festival:y"]
 
@@ -34,13 +34,13 @@ def test_saved_splits_share_no_voice(corpus):
     speakers = {name: set(split["speaker"]) for name, split in splits.items()}
     assert speakers["test"] == {"flite:slt"} and speakers["validation"] == {"flite:kal16"}
     assert not speakers["train"] & (speakers["test"] | speakers["validation"])
-    from s2t_hf.synthesis import read_manifest
+    from s2t_hf.speech.synthesis import read_manifest
 
     assert {row["speaker"] for row in read_manifest(folder / "manifest-test.tsv")} == {"flite:slt"}
     assert len(read_manifest(folder / "manifest-train.tsv")) == 18
     from datasets import Audio, load_from_disk
 
-    from s2t_hf.audio import load_audio
+    from s2t_hf.audio.reading import load_audio
 
     reloaded = load_from_disk(str(folder / "dataset"))
     assert {name: len(split) for name, split in reloaded.items()} == {"train": 18, "validation": 6, "test": 6}

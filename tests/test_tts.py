@@ -1,9 +1,9 @@
 import pytest
 import soundfile
 
-from s2t_hf.lexicon import build_lexicon
-from s2t_hf.synthesis import synthesize_corpus
-from s2t_hf.tts import TTSError, Voice, check_voices, get_engine
+from s2t_hf.speech.synthesis import synthesize_corpus
+from s2t_hf.speech.tts import TTSError, Voice, check_voices, get_engine
+from s2t_hf.text.lexicon import build_lexicon
 
 from .conftest import require_program
 

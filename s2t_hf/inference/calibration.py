@@ -1,0 +1,153 @@
+"""Confidence a user can act on: probabilities, an `ambiguous` flag, and "not in lexicon".
+
+A recogniser's candidate scores are log-likelihoods per letter. `Calibration` turns them into
+probabilities over the lexicon (softmax at a temperature fitted on held-out voices), flags a
+result as ambiguous when the best two names are too close in probability, and says "not in
+lexicon" when even the best name fits the audio much worse than the model's own free
+transcript. Everything is fitted on the validation split and saved beside the model as
+`calibration.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CALIBRATION_FILE = "calibration.json"
+
+
+
+@dataclass
+class Calibration:
+    temperature: float = 1.0
+    ambiguity_margin: float = 0.0  # ambiguous when p(best) - p(second) is below this
+    out_of_lexicon_gap: float | None = None  # not in lexicon when transcript score - best score exceeds this
+    fitted_on: str = "not fitted"
+    clips: int = 0
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CALIBRATION_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Calibration":
+        """The calibration saved with a model, or an unfitted one (temperature 1, no flags)."""
+        path = Path(folder) / CALIBRATION_FILE
+        if not path.is_file():
+            return cls()
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.clips > 0
+
+    def log_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """log p(name | clip) over the lexicon, from (clips, names) scores."""
+        return torch.log_softmax(scores.float() / self.temperature, dim=-1)
+
+    def is_ambiguous(self, margin: float) -> bool:
+        return margin < self.ambiguity_margin
+
+    def is_out_of_lexicon(self, transcript_gap: float) -> bool:
+        return self.out_of_lexicon_gap is not None and transcript_gap > self.out_of_lexicon_gap
+
+
+
+def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
+    """The temperature minimising the negative log-likelihood of the true names (rows with a
+    reference outside the lexicon, -1, are ignored)."""
+    keep = references >= 0
+    if not keep.any():
+        raise ValueError("no clip with its name in the lexicon to fit a temperature on")
+    scores, references = scores[keep].float(), references[keep]
+    scores = scores.masked_fill(torch.isneginf(scores), -1e4)  # unalignable names: probability 0 at any temperature
+
+    def negative_log_likelihood(log_temperature: float) -> float:
+        return float(torch.nn.functional.cross_entropy(scores / math.exp(log_temperature), references))
+
+    from scipy.optimize import minimize_scalar  # fitting only: loading a recogniser does not need scipy
+
+    # one bounded variable, a smooth objective: Brent's method (temperatures 0.02 .. 50)
+    best = minimize_scalar(negative_log_likelihood, bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-4})
+    return float(math.exp(best.x))
+
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, float]]:
+    """(mean confidence, share correct, share of results) for each non-empty equal-width confidence bin."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return [
+        (float(confidence[members].mean()), float(correct[members].mean()), float(members.mean()))
+        for members in (which == bin_index for bin_index in range(bins))
+        if members.any()
+    ]
+
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    return float(sum(share * abs(accuracy - mean) for mean, accuracy, share in reliability_bins(confidence, correct, bins)))
+
+
+
+def flag_tradeoff(margins: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> list[dict[str, float]]:
+    """For each margin threshold: share of results flagged, of errors caught, of correct answers flagged."""
+    margins, correct = np.asarray(margins), np.asarray(correct, dtype=bool)
+    rows = []
+    for threshold in thresholds:
+        flagged = margins < threshold
+        rows.append({
+            "threshold": float(threshold),
+            "flagged": float(flagged.mean()),
+            "errors_caught": float(flagged[~correct].mean()) if (~correct).any() else math.nan,
+            "correct_flagged": float(flagged[correct].mean()) if correct.any() else math.nan,
+        })
+    return rows
+
+
+
+def fit_ambiguity_margin(margins: np.ndarray, correct: np.ndarray) -> float:
+    """The margin threshold that best separates errors from correct answers: the largest
+    (share of errors caught - share of correct answers flagged)."""
+    margins, correct = np.asarray(margins, dtype=float), np.asarray(correct, dtype=bool)
+    if correct.all() or not correct.any():
+        return 0.0  # nothing to separate: flag nothing
+    candidates = np.unique(np.concatenate([margins, [0.0]]))
+    candidates = np.nextafter(candidates, np.inf)  # "below threshold" includes the margin itself
+    rows = flag_tradeoff(margins, correct, candidates)
+    best = max(rows, key=lambda row: row["errors_caught"] - row["correct_flagged"])
+    return best["threshold"]
+
+
+
+def fit_out_of_lexicon_gap(transcript_gaps: np.ndarray, false_rejection_rate: float = 0.01) -> float:
+    """The transcript gap above which a result is called "not in lexicon", chosen so that
+    `false_rejection_rate` of in-lexicon validation clips would be rejected."""
+    return float(np.quantile(np.asarray(transcript_gaps, dtype=float), 1.0 - false_rejection_rate))
+
+
+
+def fit_calibration(scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str) -> Calibration:
+    """Temperature, ambiguity margin and out-of-lexicon gap from full (clips, names) scores of
+    held-out clips whose names are in the lexicon."""
+    keep = references >= 0
+    scores, references, transcript_scores = scores[keep], references[keep], transcript_scores[keep]
+    temperature = fit_temperature(scores, references)
+    calibration = Calibration(temperature=temperature, fitted_on=fitted_on, clips=int(keep.sum()))
+    probabilities = calibration.log_probabilities(scores).exp()
+    top2 = probabilities.topk(min(2, probabilities.shape[1]), dim=-1)
+    margins = (top2.values[:, 0] - (top2.values[:, 1] if probabilities.shape[1] > 1 else 0)).numpy()
+    correct = (top2.indices[:, 0] == references).numpy()
+    calibration.ambiguity_margin = fit_ambiguity_margin(margins, correct)
+    gaps = (transcript_scores - scores.max(dim=-1).values).numpy()
+    calibration.out_of_lexicon_gap = fit_out_of_lexicon_gap(gaps[np.isfinite(gaps)])
+    return calibration

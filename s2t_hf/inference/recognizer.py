@@ -1,0 +1,196 @@
+"""`S2T`: one call from audio to a transcript and a ranked list of drug names.
+
+    from s2t_hf import S2T
+    recogniser = S2T.from_pretrained("outputs/quickstart")
+    result = recogniser.recognize("metformin.wav", top_k=5)
+    result.transcript, result.candidates[0].name, result.candidates[0].score
+
+The ranking is `s2t_hf.decoding.ctc.CTCRanker` (or `s2t_hf.decoding.seq2seq.Seq2SeqRanker` for
+encoder-decoders), the same code the trainers use for every reported metric: what the report
+measures is what users get.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCTC,
+    AutoModelForSpeechSeq2Seq,
+    AutoProcessor,
+)
+
+from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
+from ..decoding.ctc import (
+    CTCRanker,
+    collapse_ctc,
+    greedy_ids,
+    output_lengths,
+    transcript_scores,
+)
+from ..decoding.ranking import top_candidates
+from ..decoding.seq2seq import Seq2SeqRanker, transcribe_and_score
+from ..decoding.transcripts import decode_ids
+from ..text.lexicon import DrugName
+from ..text.vocabulary import encode_labels
+from .calibration import Calibration
+from .model_files import model_lexicon
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass
+class Candidate:
+    name: str
+    score: float  # log-likelihood per letter (CTC) or per token (seq2seq): higher is better, 0 is certain
+    probability: float  # over the whole lexicon, at the model's calibrated temperature
+
+
+
+@dataclass
+class Recognition:
+    transcript: str
+    candidates: list[Candidate] = field(default_factory=list)
+    ambiguous: bool = False  # the best two names are too close to tell apart (margin under the fitted threshold)
+    out_of_lexicon: bool = False  # only when asked for: the audio fits no lexicon name as well as its own transcript
+
+    @property
+    def decision(self) -> str | None:
+        """The name to act on: None when the result is not in the lexicon (or nothing was ranked)."""
+        return None if self.out_of_lexicon or not self.candidates else self.candidates[0].name
+
+    def to_dict(self) -> dict:
+        return {
+            "transcript": self.transcript,
+            "decision": self.decision,
+            "ambiguous": self.ambiguous,
+            "out_of_lexicon": self.out_of_lexicon,
+            "candidates": [{"name": c.name, "score": c.score, "probability": c.probability} for c in self.candidates],
+        }
+
+
+
+@dataclass
+class BatchScores:
+    """What one forward pass gives for a batch of clips: free transcripts, every lexicon name's
+    score (clips, names) and each clip's own transcript's score (clips,), on the same scale."""
+
+    transcripts: list[str]
+    scores: torch.Tensor
+    transcript_scores: torch.Tensor
+
+
+
+class S2T:
+    """A trained recogniser (CTC or encoder-decoder) plus the lexicon it ranks."""
+
+    def __init__(
+        self, model, processor, lexicon: list[DrugName], calibration: Calibration | None = None,
+        batch_size: int = 16, max_new_tokens: int | None = None, max_seconds: float | None = 60.0,
+    ):
+        self.model = model.eval()
+        self.calibration = calibration or Calibration()
+        self.max_seconds = max_seconds  # a drug name takes seconds; longer input is a wrong file, not a name
+        self.processor = processor
+        self.lexicon = lexicon
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        tokenizer = processor.tokenizer
+        if self.is_seq2seq:
+            self.ranker = Seq2SeqRanker(lexicon, tokenizer)
+        else:
+            self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None, device: str | None = None, **kwargs
+    ) -> "S2T":
+        """Load a model folder written by `run_ctc.py` / `run_seq2seq.py`, or a checkpoint on the Hub
+        (wav2vec 2.0, HuBERT, XLSR, Speech2Text, or the from-scratch mel-conformer).
+
+        `lexicon` defaults to the list saved with the model (`lexicon.txt`), else the built-in
+        common generic names. Probabilities use the temperature saved in `calibration.json`
+        (written by training, or `s2t-hf calibrate`); without it, temperature 1 and no flags.
+        """
+        config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
+        model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
+        model = model_class.from_pretrained(path_or_hub_id, **kwargs)
+        processor = AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
+        if device:
+            model = model.to(device)
+        return cls(model, processor, model_lexicon(path_or_hub_id, lexicon), Calibration.load(path_or_hub_id))
+
+    def process(self, audio: AudioInput, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+        """The model's normalised input for one clip: any audio (path, bytes, an array with its
+        `sampling_rate`; any rate, mono or stereo) read as 16 kHz mono and passed through the
+        model's feature extractor."""
+        clip = read_usable_audio(audio, self.max_seconds, sampling_rate)
+        return dict(self.processor.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
+
+    @torch.no_grad()
+    def score_batch(self, clips: list[np.ndarray]) -> BatchScores:
+        """Transcripts and the scores of every lexicon name for 16 kHz mono clips."""
+        inputs = self.processor.feature_extractor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
+        inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
+        tokenizer = self.processor.tokenizer
+        if self.is_seq2seq:
+            generated, scores, own = transcribe_and_score(
+                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), self.max_new_tokens
+            )
+            return BatchScores(decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), scores, own)
+        log_probs = self.model(**inputs).logits.float().log_softmax(-1).cpu()
+        lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), log_probs.shape[1])
+        greedy = greedy_ids(log_probs, lengths)
+        own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
+        return BatchScores(decode_ids(tokenizer, greedy.numpy(), ctc_output=True), self.ranker.scores(log_probs, lengths), own)
+
+    def results(self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False) -> list[Recognition]:
+        """Ranked, calibrated candidates and flags for each clip of a scored batch."""
+        log_probabilities = self.calibration.log_probabilities(batch.scores)
+        top = top_candidates(batch.scores, max(top_k, 2))
+        results = []
+        for row, transcript in enumerate(batch.transcripts):
+            indices = top.indices[row].tolist()
+            probabilities = log_probabilities[row, indices].exp().tolist()
+            margin = probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
+            gap = float(batch.transcript_scores[row] - top.scores[row, 0])
+            candidates = [
+                Candidate(self.lexicon[index].name, round(float(score), 4), round(probability, 4))
+                for index, score, probability in zip(indices[:top_k], top.scores[row].tolist(), probabilities)
+            ]
+            results.append(Recognition(
+                transcript,
+                candidates,
+                ambiguous=self.calibration.is_ambiguous(margin),
+                out_of_lexicon=allow_out_of_lexicon and self.calibration.is_out_of_lexicon(gap),
+            ))
+        return results
+
+    def transcribe(self, audio: AudioInput | list[AudioInput]) -> str | list[str]:
+        """The model's free transcript (greedy); a list for a list of inputs."""
+        single = not isinstance(audio, list)
+        results = self.recognize([audio] if single else audio, top_k=0)
+        transcripts = [result.transcript for result in results]
+        return transcripts[0] if single else transcripts
+
+    def recognize(
+        self, audio: AudioInput | list[AudioInput], top_k: int = 5, allow_out_of_lexicon: bool = False
+    ) -> Recognition | list[Recognition]:
+        """Transcript and the `top_k` lexicon names by model likelihood, each with its probability;
+        `ambiguous` when the best two are too close. With `allow_out_of_lexicon`, a clip that fits
+        its free transcript much better than any name is marked `out_of_lexicon` (decision None)
+        instead of answering with a confident wrong drug. A list for a list of inputs."""
+        single = not isinstance(audio, list)
+        inputs = [audio] if single else audio
+        results: list[Recognition] = []
+        for start in range(0, len(inputs), self.batch_size):
+            clips = [read_usable_audio(item, self.max_seconds) for item in inputs[start : start + self.batch_size]]
+            results.extend(self.results(self.score_batch(clips), top_k, allow_out_of_lexicon))
+        return results[0] if single else results

@@ -1,0 +1,100 @@
+"""Loading a CTC model and its processor for a lexicon: from scratch, or from a checkpoint.
+
+A checkpoint already fine-tuned for characters (e.g. `facebook/hubert-large-ls960-ft`) keeps its
+tokenizer and CTC head when its vocabulary spells every lexicon name, upper-casing as its
+tokenizer needs: re-initialising a working head would throw away what it knows. Otherwise
+(a pretrained-only checkpoint such as `facebook/wav2vec2-large-xlsr-53`, or a vocabulary that
+lacks a letter) the tokenizer is built from the lexicon and the head starts fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModelForCTC,
+    AutoTokenizer,
+    PreTrainedModel,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2Processor,
+)
+
+from ..text.lexicon import DrugName
+from ..text.vocabulary import tokenizer_spelling
+from .processor import build_processor
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    processor: Wav2Vec2Processor
+    head: str  # "from-scratch", "kept", or "new"
+
+
+
+def load_ctc_model(
+    lexicon: list[DrugName],
+    model_name_or_path: str | None = None,
+    model_type: str = "mel-conformer-ctc",
+    config_overrides: dict[str, Any] | None = None,
+    **from_pretrained_kwargs: Any,
+) -> LoadedModel:
+    """The model and processor `run_ctc.py` trains. `config_overrides` set config fields
+    (CTC loss options, layerdrop, masking, sizes for a model built from scratch)."""
+    overrides = dict(config_overrides or {})
+    if not model_name_or_path:
+        processor = build_processor(lexicon)
+        config = AutoConfig.for_model(
+            model_type, vocab_size=len(processor.tokenizer), pad_token_id=processor.tokenizer.pad_token_id, **overrides
+        )
+        logger.info("building %s from scratch with a %d-token vocabulary", model_type, len(processor.tokenizer))
+        return LoadedModel(AutoModelForCTC.from_config(config), processor, "from-scratch")
+
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    except (OSError, ValueError, TypeError):  # pretrained-only checkpoints ship no tokenizer
+        tokenizer = None
+    spelling = tokenizer_spelling(tokenizer, lexicon)
+    if spelling is not None:
+        tokenizer.do_lower_case = spelling == "upper"  # Wav2Vec2CTCTokenizer upper-cases text when set
+        processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+        model = AutoModelForCTC.from_pretrained(model_name_or_path, **overrides, **from_pretrained_kwargs)
+        logger.info("%s: its vocabulary spells every lexicon name (%s); keeping its tokenizer and CTC head", model_name_or_path, spelling)
+        return LoadedModel(model, processor, "kept")
+
+    processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=build_processor(lexicon).tokenizer)
+    model = AutoModelForCTC.from_pretrained(
+        model_name_or_path,
+        vocab_size=len(processor.tokenizer),
+        pad_token_id=processor.tokenizer.pad_token_id,
+        ignore_mismatched_sizes=True,
+        **overrides,
+        **from_pretrained_kwargs,
+    )
+    reason = "it has no CTC tokenizer" if tokenizer is None or not isinstance(tokenizer, Wav2Vec2CTCTokenizer) else "its vocabulary cannot spell every name"
+    logger.info("%s: %s; using a %d-token vocabulary from the lexicon and a new CTC head", model_name_or_path, reason, len(processor.tokenizer))
+    return LoadedModel(model, processor, "new")
+
+
+
+def load_seq2seq_model(lexicon: list[DrugName], model_name_or_path: str, config_overrides: dict[str, Any] | None = None, **kwargs: Any):
+    """An encoder-decoder (Speech2Text) checkpoint and its processor. Its subword tokenizer must
+    spell every lexicon name without unknown tokens; its decoder and head are always kept."""
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
+    tokenizer = processor.tokenizer
+    unknown = [entry.label for entry in lexicon if tokenizer.unk_token_id in tokenizer(entry.label).input_ids]
+    if unknown:
+        raise ValueError(f"{model_name_or_path}: its tokenizer cannot spell {len(unknown)} lexicon names (e.g. {unknown[:3]}) without <unk>")
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, **(config_overrides or {}), **kwargs)
+    logger.info("%s: encoder-decoder with a %d-token subword vocabulary; keeping its decoder", model_name_or_path, len(tokenizer))
+    return model, processor

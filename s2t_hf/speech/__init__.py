@@ -1,0 +1,1 @@
+"""Synthetic speech: TTS engines, cached corpus synthesis, speaker-disjoint splits."""

@@ -1,0 +1,48 @@
+"""Batching clips: pad model inputs with the processor, pad labels with -100 (CTC and seq2seq)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import ProcessorMixin
+
+INPUT_LENGTHS = "input_lengths"
+
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated batch without `input_lengths`, which is for ranking, not for the model."""
+    return {key: value for key, value in batch.items() if key != INPUT_LENGTHS}
+
+
+
+@dataclass
+class DataCollatorSpeechWithPadding:
+    """Pads the feature extractor's input (`input_values` of wav2vec 2.0-style models,
+    `input_features` of Speech2Text; with `attention_mask` where the feature extractor asks for
+    one) and pads `labels` with -100 so the loss ignores the padding.
+
+    `input_lengths` (samples per clip) is always added: evaluation needs each clip's true length
+    to rank names, also for models such as wav2vec2-base that must not get an attention mask.
+    `CTCTrainer` removes it before the model's forward.
+
+    `pad_to_multiple_of` rounds audio lengths up, which keeps tensor shapes few on accelerators.
+    """
+
+    processor: ProcessorMixin
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        name = self.processor.feature_extractor.model_input_names[0]
+        features = [feature for feature in features if feature[name] is not None]  # clips ClipReader could not read
+        if not features:
+            raise RuntimeError("every clip of a batch was unreadable; see the warnings above and rebuild the data folder")
+        inputs = [{name: feature[name]} for feature in features]
+        batch = self.processor.feature_extractor.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        batch[INPUT_LENGTHS] = torch.tensor([len(feature[name]) for feature in features])
+        if "labels" in features[0]:
+            labels = self.processor.tokenizer.pad({"input_ids": [feature["labels"] for feature in features]}, padding=True, return_tensors="pt")
+            batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)
+        return batch

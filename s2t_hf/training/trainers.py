@@ -1,0 +1,109 @@
+"""The trainers: `Trainer` / `Seq2SeqTrainer` whose evaluation ranks the lexicon for every clip.
+
+Keeping whole logit matrices for a test split would cost memory and lose each clip's true
+length once batches are padded together; ranking inside `prediction_step`, where each clip's
+length is still at hand, keeps only what the metrics need: the top-k lexicon indices and the
+greedy ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import torch
+from transformers import Seq2SeqTrainer, Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from ..decoding.ctc import CTCRanker, greedy_ids, output_lengths
+from ..decoding.ranking import RANKED_FOR_METRICS, top_candidates
+from ..decoding.seq2seq import Seq2SeqRanker, transcribe_and_score
+from ..text.lexicon import DrugName, save_lexicon
+from .collator import INPUT_LENGTHS, model_inputs
+from .preflight import check_free_space, checkpoint_bytes
+from .report import ReportInModelCard
+
+
+class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
+
+    def __init__(self, *args, ranker: Seq2SeqRanker, max_new_tokens: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ranker = ranker
+        self.max_new_tokens = max_new_tokens
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = model_inputs(self._prepare_inputs(inputs))
+        labels = inputs.get("labels")
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs).detach() if labels is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        features = inputs["input_features"]
+        generated, scores, _ = transcribe_and_score(
+            self.accelerator.unwrap_model(model), self.ranker, features, inputs.get("attention_mask"), self.max_new_tokens
+        )
+        return loss, (top_candidates(scores, RANKED_FOR_METRICS).indices.to(features.device), generated), labels
+
+
+
+TRAINING_ARGS_PICKLE = "training_args.bin"
+
+
+
+class CTCTrainer(ReportInModelCard, Trainer):
+    def __init__(self, *args, ranker: CTCRanker, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ranker = ranker
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        column = self.args.length_column_name
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset) and column in dataset.column_names:
+            # datasets 5 returns a lazy Column whose per-item lookups made each step several times slower
+            lengths = dataset.with_format(None)[column][:]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(lengths))
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, model_inputs(inputs), prediction_loss_only, ignore_keys)
+        if prediction_loss_only or logits is None:
+            return loss, logits, labels
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        frames = logits.shape[1]
+        lengths = output_lengths(self.accelerator.unwrap_model(model), inputs[INPUT_LENGTHS], frames)
+        log_probs = logits.float().log_softmax(-1).cpu()
+        ranking = self.ranker.rank(log_probs, lengths, top_k=RANKED_FOR_METRICS)
+        device = logits.device
+        return loss, (ranking.indices.to(device), greedy_ids(log_probs, lengths).to(device)), labels
+
+
+
+def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_from: str | None = None) -> None:
+    """Train (resuming from a checkpoint when given), then save the model, its processor and
+    lexicon, the training metrics and the Trainer state into the output folder.
+
+    The output folder holds no pickle: weights are safetensors and the Trainer's
+    `training_args.bin` (a pickled object) is replaced by `training_args.json`. Checkpoints
+    keep the Trainer's own optimizer/scheduler/RNG files, which resuming needs."""
+    output_dir = Path(trainer.args.output_dir)  # start_run proved it writable
+    check_free_space(output_dir, checkpoint_bytes(trainer.model.num_parameters(), trainer.args.save_total_limit), "output_dir")
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):
+        trainer.model.float()  # frozen weights kept in bfloat16 for training are saved as float32
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        (output_dir / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+        (output_dir / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    processor.save_pretrained(trainer.args.output_dir)
+    save_lexicon(lexicon, trainer.args.output_dir)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
