@@ -28,12 +28,7 @@ from s2t_hf.models.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.models.loading import load_ctc_model
 from s2t_hf.text.lexicon import load_lexicon
 from s2t_hf.text.vocabulary import encode_labels
-from s2t_hf.training.arguments import (
-    DataTrainingArguments,
-    parse_arguments,
-    run_with_clear_errors,
-    start_run,
-)
+from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
 from s2t_hf.training.data import drop_unalignable
 from s2t_hf.training.report import evaluate_and_report

@@ -22,12 +22,7 @@ from s2t_hf.decoding.seq2seq import Seq2SeqRanker
 from s2t_hf.evaluation.metrics import build_compute_metrics
 from s2t_hf.models.loading import load_seq2seq_model
 from s2t_hf.text.lexicon import load_lexicon
-from s2t_hf.training.arguments import (
-    DataTrainingArguments,
-    parse_arguments,
-    run_with_clear_errors,
-    start_run,
-)
+from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
 from s2t_hf.training.report import evaluate_and_report
 from s2t_hf.training.trainers import Seq2SeqRankingTrainer, train_and_save

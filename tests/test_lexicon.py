@@ -1,11 +1,6 @@
 import pytest
 
-from s2t_hf.text.lexicon import (
-    LexiconError,
-    build_lexicon,
-    load_lexicon,
-    normalize_name,
-)
+from s2t_hf.text.lexicon import LexiconError, build_lexicon, load_lexicon, normalize_name
 
 
 @pytest.mark.parametrize(

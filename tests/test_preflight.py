@@ -7,12 +7,7 @@ from collections import namedtuple
 
 import pytest
 
-from s2t_hf.training.preflight import (
-    PreflightError,
-    check_free_space,
-    check_writable,
-    corpus_bytes,
-)
+from s2t_hf.training.preflight import PreflightError, check_free_space, check_writable, corpus_bytes
 
 from .test_run_ctc import run, write_recipe
 

@@ -19,10 +19,8 @@ from .reading import SAMPLING_RATE
 Augmenter = Callable[[np.ndarray], np.ndarray]
 
 
-
 class AugmentationError(ValueError):
     """An augmentation recipe that audiomentations cannot build."""
-
 
 
 def build_augmenter(spec: dict[str, dict[str, Any]] | None) -> Augmenter | None:

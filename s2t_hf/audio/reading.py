@@ -12,23 +12,12 @@ import soundfile
 import soxr
 
 SAMPLING_RATE = 16_000
-
-
-
 MIN_SECONDS = 0.1  # shorter clips hold no drug name and give models fewer frames than they need
-
-
-
 SILENT_PEAK = 1e-4  # -80 dBFS: nothing audible
-
-
-
 CLIPPED_SHARE = 0.01  # at least 1% of samples at full scale
 
 
-
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, tuple]
-
 
 
 class AudioError(ValueError):
@@ -40,12 +29,10 @@ class AudioError(ValueError):
         self.reason = reason
 
 
-
 def resample(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLING_RATE) -> np.ndarray:
     if source_rate == target_rate:
         return audio
     return soxr.resample(audio, source_rate, target_rate).astype(np.float32)
-
 
 
 def to_mono_float(audio: np.ndarray, what: str) -> np.ndarray:
@@ -63,7 +50,6 @@ def to_mono_float(audio: np.ndarray, what: str) -> np.ndarray:
     if not np.isfinite(audio).all():
         raise AudioError(f"{what}: the audio holds NaN or infinite samples; re-export it as 16-bit PCM", "non-finite")
     return audio
-
 
 
 def load_audio(source: AudioInput, sampling_rate: int | None = None, target_rate: int = SAMPLING_RATE) -> np.ndarray:
@@ -89,7 +75,6 @@ def load_audio(source: AudioInput, sampling_rate: int | None = None, target_rate
     return resample(to_mono_float(audio, what), rate, target_rate)
 
 
-
 def check_usable(audio: np.ndarray, what: str, max_seconds: float | None = None) -> np.ndarray:
     """Reject 16 kHz audio no recogniser can use, saying why and what to do: too short,
     silent, or longer than `max_seconds`. Returns the audio unchanged."""
@@ -104,11 +89,9 @@ def check_usable(audio: np.ndarray, what: str, max_seconds: float | None = None)
     return audio
 
 
-
 def is_clipped(audio: np.ndarray) -> bool:
     """True when at least 1% of samples sit at full scale: usable, but distorted."""
     return float(np.mean(np.abs(audio) >= 0.999)) >= CLIPPED_SHARE
-
 
 
 def read_usable_audio(

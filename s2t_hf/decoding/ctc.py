@@ -46,7 +46,6 @@ class PrefixTrie:
         return len(self.parents)
 
 
-
 class CTCRanker:
     """Scores every lexicon name against a CTC model's log-probabilities.
 
@@ -108,7 +107,6 @@ class CTCRanker:
         return top_candidates(self.scores(log_probs, lengths), top_k)
 
 
-
 def transcript_scores(log_probs: torch.Tensor, lengths: torch.Tensor, transcript_ids: list[list[int]], blank_id: int) -> torch.Tensor:
     """Log-likelihood per token of each clip's own free (greedy) transcript, the same measure as
     `CTCRanker.scores`: how well the best unconstrained reading fits, to compare the best name with."""
@@ -126,14 +124,12 @@ def transcript_scores(log_probs: torch.Tensor, lengths: torch.Tensor, transcript
     return result
 
 
-
 def output_lengths(model: torch.nn.Module, input_lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """Valid output frames per clip, from its length in samples."""
     if not hasattr(model, "_get_feat_extract_output_lengths"):
         return torch.full((len(input_lengths),), frames, dtype=torch.long)
     lengths = model._get_feat_extract_output_lengths(input_lengths.cpu()).long()
     return lengths.clamp(max=frames)
-
 
 
 def collapse_ctc(ids: list[int], blank_id: int) -> list[int]:
@@ -146,9 +142,29 @@ def collapse_ctc(ids: list[int], blank_id: int) -> list[int]:
     return label
 
 
-
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Best token per frame, with frames past each clip's length set to -100 (padding)."""
     greedy = log_probs.argmax(-1)
     greedy[torch.arange(log_probs.shape[1])[None, :] >= lengths[:, None]] = -100
     return greedy
+
+
+def batch_dependent(inputs: dict[str, torch.Tensor]) -> bool:
+    """Whether padding can change a clip's output: a model given no attention mask sees the
+    padding as audio (wav2vec2-base's group-normed feature encoder normalises over it)."""
+    return "attention_mask" not in inputs and len(next(iter(inputs.values()))) > 1
+
+
+@torch.no_grad()
+def ctc_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], input_lengths: torch.Tensor) -> torch.Tensor:
+    """Frame log-probabilities (batch, frames, vocab), float32 on the CPU, each clip's the same
+    as if it were alone: a batch the model would see padded without a mask runs clip by clip on
+    unpadded input (frames past a clip's length are zero and masked by its length)."""
+    if not batch_dependent(inputs):
+        return model(**inputs).logits.float().log_softmax(-1).cpu()
+    name = "input_values" if "input_values" in inputs else "input_features"
+    rows = [
+        model(**{name: inputs[name][index : index + 1, : int(length)]}).logits[0].float().log_softmax(-1).cpu()
+        for index, length in enumerate(input_lengths.tolist())
+    ]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)

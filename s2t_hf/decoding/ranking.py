@@ -9,14 +9,12 @@ import torch
 RANKED_FOR_METRICS = 10  # candidates kept per clip at evaluation (top-k curves go to k=10)
 
 
-
 @dataclass
 class Ranking:
     """Top-k lexicon indices per clip, best first, with their scores (higher is better)."""
 
     indices: torch.Tensor  # (batch, k) long
     scores: torch.Tensor  # (batch, k) float
-
 
 
 def pad_ids(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +24,6 @@ def pad_ids(rows: list[list[int]], fill: int) -> tuple[torch.Tensor, torch.Tenso
     for index, row in enumerate(rows):
         padded[index, : len(row)] = torch.tensor(row)
     return padded, lengths
-
 
 
 def top_candidates(scores: torch.Tensor, top_k: int) -> Ranking:

@@ -29,9 +29,7 @@ class Seq2SeqRanker:
     @staticmethod
     def _sequence_scores(model, hidden: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher-forced log-likelihood per token of each label row given its encoder output row."""
-        from transformers.models.speech_to_text.modeling_speech_to_text import (
-            shift_tokens_right,
-        )
+        from transformers.models.speech_to_text.modeling_speech_to_text import shift_tokens_right
 
         config = model.config
         labels = labels.to(hidden.device)
@@ -62,7 +60,6 @@ class Seq2SeqRanker:
         return self._sequence_scores(model, encoder_hidden, encoder_mask, labels, lengths)
 
 
-
 def encoder_attention_mask(model, outputs_length: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """The encoder output's mask, from the input feature mask (Speech2Text subsamples 4x)."""
     if attention_mask is None:
@@ -71,12 +68,10 @@ def encoder_attention_mask(model, outputs_length: int, attention_mask: torch.Ten
     return (torch.arange(outputs_length, device=attention_mask.device) < lengths.unsqueeze(1)).long()
 
 
-
 def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> torch.Tensor:
     """Greedy transcripts, capped by the model's generation config unless `max_new_tokens` is given."""
     limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
     return model.generate(**{key: value for key, value in inputs.items() if value is not None}, num_beams=1, **limit)
-
 
 
 @torch.no_grad()

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..inference.calibration import Calibration
-from ..inference.model_files import model_lexicon
+from ..inference.model_files import model_calibration, model_lexicon
 from ..inference.recognizer import S2T
+from ..models.hub import model_revision
 from ..text.lexicon import DrugName
 from .manifests import read_evaluation_manifest
 from .predictions import predict_manifest
@@ -31,26 +31,21 @@ from .summary import summarize
 logger = logging.getLogger(__name__)
 
 
-
-CACHE_FORMAT = 1
-
-
-
+CACHE_FORMAT = 2  # 2: groups stored as JSON text (a manifest without group columns has none)
 MODEL_FILES = ("config.json", "model.safetensors", "calibration.json", "lexicon.txt", "preprocessor_config.json", "tokenizer_config.json")
-
 
 
 def condition_name(snr_db: float | None) -> str:
     return "clean" if snr_db is None else f"{snr_db:g} dB"
 
 
-
 def model_fingerprint(source: str | Path) -> str:
     """What identifies a model's predictions: for a folder, the size and modification time of
-    its weight, config, calibration and lexicon files; for a Hub id, the id."""
+    its weight, config, calibration and lexicon files; for a Hub id, the id and the commit its
+    files come from (a new push to the repository is a cache miss)."""
     folder = Path(source)
     if not folder.is_dir():
-        return str(source)
+        return f"{source}@{model_revision(source)}"
     parts = [str(folder.resolve())]
     for name in MODEL_FILES:
         path = folder / name
@@ -58,7 +53,6 @@ def model_fingerprint(source: str | Path) -> str:
             stat = path.stat()
             parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
     return "|".join(parts)
-
 
 
 class PredictionCache:
@@ -86,16 +80,18 @@ class PredictionCache:
         errors = [{"path": row["path"], "error": row["error"]} for row in rows if row["error"] is not None]
         for record in records:
             del record["error"]
+            record["groups"] = json.loads(record["groups"])
         return records, errors, seconds_per_clip
 
     def save(self, path: Path, records: list[dict], errors: list[dict], seconds_per_clip: float) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        rows = [{**record, "error": None} for record in records] + [{"path": error["path"], "error": error["error"]} for error in errors]
+        # groups as JSON text: Parquet cannot store the empty struct of a manifest without group columns
+        rows = [{**record, "groups": json.dumps(record["groups"]), "error": None} for record in records]
+        rows += [{"path": error["path"], "error": error["error"]} for error in errors]
         table = pa.Table.from_pylist(rows).replace_schema_metadata({"s2t_hf": json.dumps({"seconds_per_clip": seconds_per_clip})})
         partial = path.with_suffix(".partial")
         pq.write_table(table, partial)
         os.replace(partial, path)  # a killed run never leaves a truncated file that reads as a cache hit
-
 
 
 def sample_rows(rows: list[dict], max_clips: int | None, seed: int = 0) -> list[dict]:
@@ -106,14 +102,12 @@ def sample_rows(rows: list[dict], max_clips: int | None, seed: int = 0) -> list[
     return [rows[index] for index in chosen]
 
 
-
 def unique_labels(sources: list[str]) -> list[str]:
     """Short, distinct names for models in tables and plots (folder names, with parents when needed)."""
     labels = [Path(str(source)).name or str(source) for source in sources]
     if len(set(labels)) < len(labels):
         labels = [str(source) for source in sources]
     return labels
-
 
 
 def compare_models(
@@ -134,7 +128,7 @@ def compare_models(
     results: dict[str, dict] = {}
     for label, source in zip(unique_labels(sources), sources):
         names = model_lexicon(source, lexicon)
-        calibration = Calibration.load(source)
+        calibration = model_calibration(source)
         recogniser = None
         results[label] = {}
         for snr_db in snrs:

@@ -10,16 +10,11 @@ import csv
 from pathlib import Path
 
 REQUIRED_COLUMNS = ("path", "text")
-
-
-
 NOT_GROUPS = {"path", "text", "label", "duration"}
-
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be evaluated."""
-
 
 
 def read_evaluation_manifest(path: str | Path) -> list[dict[str, str]]:

@@ -20,16 +20,13 @@ from ..text.lexicon import DrugName
 TOP_KS = (1, 2, 3, 4, 5)
 
 
-
 # An `evaluate` metric module shipped inside the package: evaluate.load(DRUG_ACCURACY_METRIC) works offline.
 DRUG_ACCURACY_METRIC = str(Path(__file__).parent / "drug_accuracy")
-
 
 
 @lru_cache(maxsize=1)
 def drug_accuracy_metric() -> evaluate.EvaluationModule:
     return evaluate.load(DRUG_ACCURACY_METRIC)
-
 
 
 def top_k_accuracy(ranked_names: Sequence[Sequence[str]], references: Sequence[str], max_k: int = max(TOP_KS)) -> dict[str, float]:
@@ -39,16 +36,13 @@ def top_k_accuracy(ranked_names: Sequence[Sequence[str]], references: Sequence[s
     return drug_accuracy_metric().compute(predictions=[list(names) for names in ranked_names], references=list(references), max_k=max_k)
 
 
-
 def names_of(ranked: np.ndarray, lexicon: list[DrugName]) -> list[list[str]]:
     """Lexicon labels for rows of ranked lexicon indices."""
     return [[lexicon[index].label for index in row] for row in np.asarray(ranked).tolist()]
 
 
-
 def character_error_rate(references: list[str], transcripts: list[str]) -> float:
     return float(jiwer.cer(references, transcripts))
-
 
 
 def build_compute_metrics(lexicon: list[DrugName], tokenizer: PreTrainedTokenizerBase) -> Callable[[EvalPrediction], dict[str, float]]:

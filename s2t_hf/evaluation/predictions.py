@@ -27,14 +27,12 @@ from .summary import summarize
 logger = logging.getLogger(__name__)
 
 
-
 def add_noise(clip: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     """White noise at exactly `snr_db` relative to the clip's power, from a per-clip seed, so
     that every model (and every rerun) hears the same noisy clip."""
     power = float(np.mean(clip**2)) or 1e-10
     noise = np.random.default_rng(seed).standard_normal(len(clip)).astype(np.float32)
     return clip + noise * np.sqrt(power / 10 ** (snr_db / 10))
-
 
 
 def readable_batches(
@@ -51,7 +49,6 @@ def readable_batches(
                 errors.append({"path": row["path"] if isinstance(row["path"], str) else "(audio bytes)", "error": str(error)})
         if readable:
             yield readable
-
 
 
 def predict_manifest(
@@ -82,7 +79,6 @@ def predict_manifest(
     return records, errors
 
 
-
 def calibrate_recogniser(
     recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation", progress: bool = True
 ) -> Calibration:
@@ -100,7 +96,6 @@ def calibrate_recogniser(
     if not references:
         raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
     return fit_calibration(torch.cat(scores), torch.tensor(references), torch.cat(transcript_scores), fitted_on)
-
 
 
 def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 16, progress: bool = False) -> dict:

@@ -20,7 +20,6 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-
 def comparison_table(results: dict[str, dict]) -> str:
     """One Markdown table: each model's clean accuracy, sound-alike subset, calibration, flags, speed, noise."""
     noisy = [condition for condition in next(iter(results.values())) if condition != "clean"]
@@ -43,7 +42,6 @@ def comparison_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-
 def _figure():
     import matplotlib
 
@@ -51,7 +49,6 @@ def _figure():
     import matplotlib.pyplot as plt
 
     return plt
-
 
 
 def plot_top_k(results: dict[str, dict], path: Path) -> None:
@@ -66,7 +63,6 @@ def plot_top_k(results: dict[str, dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
 
 
 def plot_groups(results: dict[str, dict], column: str, path: Path) -> None:
@@ -85,7 +81,6 @@ def plot_groups(results: dict[str, dict], column: str, path: Path) -> None:
     plt.close(figure)
 
 
-
 def plot_snr(results: dict[str, dict], path: Path) -> None:
     plt = _figure()
     figure, axes = plt.subplots(figsize=(6, 4))
@@ -99,7 +94,6 @@ def plot_snr(results: dict[str, dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
 
 
 def plot_calibration(results: dict[str, dict], path: Path, bins: int = 10) -> None:
@@ -129,7 +123,6 @@ def plot_calibration(results: dict[str, dict], path: Path, bins: int = 10) -> No
     plt.close(figure)
 
 
-
 def plot_confusions(model: str, summary: dict, path: Path) -> None:
     plt = _figure()
     confusions = summary["confusions"][::-1]
@@ -140,7 +133,6 @@ def plot_confusions(model: str, summary: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
 
 
 def write_comparison_report(results: dict[str, dict], folder: str | Path, manifest: str, command: str) -> Path:

@@ -21,12 +21,10 @@ def margin_of(record: dict) -> float:
     return probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
 
 
-
 def accuracy(records: list[dict], max_k: int = max(TOP_KS)) -> dict[str, float]:
     metrics = {"n": len(records), **top_k_accuracy([r["candidates"] for r in records], [r["reference"] for r in records], max_k)}
     metrics["cer"] = character_error_rate([r["reference"] for r in records], [r["transcript"] for r in records])
     return metrics
-
 
 
 def out_of_lexicon_rates(records: list[dict], calibration: Calibration) -> dict[str, float] | None:
@@ -42,7 +40,6 @@ def out_of_lexicon_rates(records: list[dict], calibration: Calibration) -> dict[
         if others:
             left_out.append(calibration.is_out_of_lexicon(record["transcript_score"] - others[0]))
     return {"detected": float(np.mean(left_out)), "false_rejections": float(np.mean(in_lexicon))}
-
 
 
 def summarize(records: list[dict], errors: list[dict], lexicon_labels: list[str], calibration: Calibration) -> dict:

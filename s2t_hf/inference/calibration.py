@@ -21,7 +21,6 @@ import torch
 CALIBRATION_FILE = "calibration.json"
 
 
-
 @dataclass
 class Calibration:
     temperature: float = 1.0
@@ -39,9 +38,11 @@ class Calibration:
     def load(cls, folder: str | Path) -> "Calibration":
         """The calibration saved with a model, or an unfitted one (temperature 1, no flags)."""
         path = Path(folder) / CALIBRATION_FILE
-        if not path.is_file():
-            return cls()
-        values = json.loads(path.read_text(encoding="utf-8"))
+        return cls.from_file(path) if path.is_file() else cls()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Calibration":
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
 
     @property
@@ -57,7 +58,6 @@ class Calibration:
 
     def is_out_of_lexicon(self, transcript_gap: float) -> bool:
         return self.out_of_lexicon_gap is not None and transcript_gap > self.out_of_lexicon_gap
-
 
 
 def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
@@ -79,7 +79,6 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     return float(math.exp(best.x))
 
 
-
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, float]]:
     """(mean confidence, share correct, share of results) for each non-empty equal-width confidence bin."""
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
@@ -92,11 +91,9 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15
     ]
 
 
-
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
     return float(sum(share * abs(accuracy - mean) for mean, accuracy, share in reliability_bins(confidence, correct, bins)))
-
 
 
 def flag_tradeoff(margins: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> list[dict[str, float]]:
@@ -114,7 +111,6 @@ def flag_tradeoff(margins: np.ndarray, correct: np.ndarray, thresholds: np.ndarr
     return rows
 
 
-
 def fit_ambiguity_margin(margins: np.ndarray, correct: np.ndarray) -> float:
     """The margin threshold that best separates errors from correct answers: the largest
     (share of errors caught - share of correct answers flagged)."""
@@ -128,12 +124,10 @@ def fit_ambiguity_margin(margins: np.ndarray, correct: np.ndarray) -> float:
     return best["threshold"]
 
 
-
 def fit_out_of_lexicon_gap(transcript_gaps: np.ndarray, false_rejection_rate: float = 0.01) -> float:
     """The transcript gap above which a result is called "not in lexicon", chosen so that
     `false_rejection_rate` of in-lexicon validation clips would be rejected."""
     return float(np.quantile(np.asarray(transcript_gaps, dtype=float), 1.0 - false_rejection_rate))
-
 
 
 def fit_calibration(scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str) -> Calibration:

@@ -18,31 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCTC,
-    AutoModelForSpeechSeq2Seq,
-    AutoProcessor,
-)
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
 from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
-from ..decoding.ctc import (
-    CTCRanker,
-    collapse_ctc,
-    greedy_ids,
-    output_lengths,
-    transcript_scores,
-)
+from ..decoding.ctc import CTCRanker, collapse_ctc, ctc_log_probs, greedy_ids, output_lengths, transcript_scores
 from ..decoding.ranking import top_candidates
 from ..decoding.seq2seq import Seq2SeqRanker, transcribe_and_score
 from ..decoding.transcripts import decode_ids
+from ..models.hub import hub_options, model_revision
+from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
 from ..text.lexicon import DrugName
-from ..text.vocabulary import encode_labels
+from ..text.vocabulary import apply_spelling_policy, encode_labels
 from .calibration import Calibration
-from .model_files import model_lexicon
+from .model_files import model_calibration, model_lexicon
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -50,7 +40,6 @@ class Candidate:
     name: str
     score: float  # log-likelihood per letter (CTC) or per token (seq2seq): higher is better, 0 is certain
     probability: float  # over the whole lexicon, at the model's calibrated temperature
-
 
 
 @dataclass
@@ -75,7 +64,6 @@ class Recognition:
         }
 
 
-
 @dataclass
 class BatchScores:
     """What one forward pass gives for a batch of clips: free transcripts, every lexicon name's
@@ -84,7 +72,6 @@ class BatchScores:
     transcripts: list[str]
     scores: torch.Tensor
     transcript_scores: torch.Tensor
-
 
 
 class S2T:
@@ -102,10 +89,13 @@ class S2T:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.source = getattr(model.config, "_name_or_path", "") or "the model"  # where it was loaded from
+        self.revision: str | None = None  # the Hub commit it was loaded at (None for a local folder)
         tokenizer = processor.tokenizer
         if self.is_seq2seq:
             self.ranker = Seq2SeqRanker(lexicon, tokenizer)
         else:
+            apply_spelling_policy(tokenizer, lexicon, self.source)  # the same case and word delimiter as training
             self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
 
     @classmethod
@@ -115,17 +105,23 @@ class S2T:
         """Load a model folder written by `run_ctc.py` / `run_seq2seq.py`, or a checkpoint on the Hub
         (wav2vec 2.0, HuBERT, XLSR, Speech2Text, or the from-scratch mel-conformer).
 
-        `lexicon` defaults to the list saved with the model (`lexicon.txt`), else the built-in
-        common generic names. Probabilities use the temperature saved in `calibration.json`
-        (written by training, or `s2t-hf calibrate`); without it, temperature 1 and no flags.
+        `lexicon` defaults to the list saved with the model (`lexicon.txt`, from the same folder or
+        Hub repository and revision), else the built-in common generic names. Probabilities use the
+        temperature saved in `calibration.json` (written by training, or `s2t-hf calibrate`);
+        without it, temperature 1 and no flags. Both fallbacks are logged as warnings. Keyword
+        arguments (`revision`, `cache_dir`, `token`, ...) go to every `from_pretrained`.
         """
+        options = hub_options(kwargs)
         config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
         model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
         model = model_class.from_pretrained(path_or_hub_id, **kwargs)
         processor = AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
         if device:
             model = model.to(device)
-        return cls(model, processor, model_lexicon(path_or_hub_id, lexicon), Calibration.load(path_or_hub_id))
+        names = model_lexicon(path_or_hub_id, lexicon, **options)
+        recogniser = cls(model, processor, names, model_calibration(path_or_hub_id, **options))
+        recogniser.source, recogniser.revision = str(path_or_hub_id), model_revision(path_or_hub_id, **options)
+        return recogniser
 
     def process(self, audio: AudioInput, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
         """The model's normalised input for one clip: any audio (path, bytes, an array with its
@@ -137,7 +133,9 @@ class S2T:
     @torch.no_grad()
     def score_batch(self, clips: list[np.ndarray]) -> BatchScores:
         """Transcripts and the scores of every lexicon name for 16 kHz mono clips."""
-        inputs = self.processor.feature_extractor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
+        # as in training: features per clip, then padding (`ClipReader`, then the collator)
+        inputs = pad_features(self.processor.feature_extractor, clip_features(self.processor.feature_extractor, clips))
+        input_lengths = inputs.pop(INPUT_LENGTHS)
         inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
         tokenizer = self.processor.tokenizer
         if self.is_seq2seq:
@@ -145,8 +143,8 @@ class S2T:
                 self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), self.max_new_tokens
             )
             return BatchScores(decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), scores, own)
-        log_probs = self.model(**inputs).logits.float().log_softmax(-1).cpu()
-        lengths = output_lengths(self.model, torch.tensor([len(clip) for clip in clips]), log_probs.shape[1])
+        log_probs = ctc_log_probs(self.model, inputs, input_lengths)
+        lengths = output_lengths(self.model, input_lengths, log_probs.shape[1])
         greedy = greedy_ids(log_probs, lengths)
         own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
         return BatchScores(decode_ids(tokenizer, greedy.numpy(), ctc_output=True), self.ranker.scores(log_probs, lengths), own)

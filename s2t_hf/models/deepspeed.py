@@ -26,7 +26,6 @@ def without_zero3_init():
             hf_deepspeed.set_hf_deepspeed_config(active)
 
 
-
 def fold_weight_norm(model: PreTrainedModel) -> int:
     """Fold weight-normed convolutions (the positional convolution of wav2vec 2.0 / HuBERT) into
     plain weights. Under ZeRO-3 their weight-norm parameters are still partitioned when the

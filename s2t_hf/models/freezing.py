@@ -16,14 +16,9 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-
 # where each family keeps its stack of transformer layers
 LAYER_STACK_PATTERNS = (r"^(.*encoder\.layers)\.(\d+)\.", r"^(layers)\.(\d+)\.")
-
-
-
 HEAD_PATTERNS = (r"^lm_head\.",)
-
 
 
 def layer_index(name: str) -> int | None:
@@ -34,11 +29,9 @@ def layer_index(name: str) -> int | None:
     return None
 
 
-
 def count_layers(model: nn.Module) -> int:
     indices = {layer_index(name) for name, _ in model.named_parameters()} - {None}
     return max(indices) + 1 if indices else 0
-
 
 
 def apply_freezing(
@@ -74,7 +67,6 @@ def apply_freezing(
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %.2fM of %.2fM (%.1f%%)", trainable / 1e6, total / 1e6, 100 * trainable / max(total, 1))
     return trainable, total
-
 
 
 def cast_frozen_parameters(model: nn.Module, dtype: torch.dtype) -> int:

@@ -24,11 +24,13 @@ from transformers import (
 )
 
 from ..text.lexicon import DrugName
-from ..text.vocabulary import tokenizer_spelling
+from ..text.vocabulary import apply_spelling_policy, tokenizer_spelling
+from .hub import has_tokenizer, hub_options
 from .processor import build_processor
 
 logger = logging.getLogger(__name__)
 
+CTC_HEAD_PREFIX = "lm_head."
 
 
 @dataclass
@@ -36,7 +38,6 @@ class LoadedModel:
     model: PreTrainedModel
     processor: Wav2Vec2Processor
     head: str  # "from-scratch", "kept", or "new"
-
 
 
 def load_ctc_model(
@@ -58,31 +59,42 @@ def load_ctc_model(
         return LoadedModel(AutoModelForCTC.from_config(config), processor, "from-scratch")
 
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
-    except (OSError, ValueError, TypeError):  # pretrained-only checkpoints ship no tokenizer
-        tokenizer = None
+    # pretrained-only checkpoints (XLSR-53) ship no tokenizer; any other failure to load one is an error
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained_kwargs) if has_tokenizer(model_name_or_path, **hub_options(from_pretrained_kwargs)) else None
     spelling = tokenizer_spelling(tokenizer, lexicon)
     if spelling is not None:
-        tokenizer.do_lower_case = spelling == "upper"  # Wav2Vec2CTCTokenizer upper-cases text when set
+        apply_spelling_policy(tokenizer, lexicon, model_name_or_path)
         processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
         model = AutoModelForCTC.from_pretrained(model_name_or_path, **overrides, **from_pretrained_kwargs)
         logger.info("%s: its vocabulary spells every lexicon name (%s); keeping its tokenizer and CTC head", model_name_or_path, spelling)
         return LoadedModel(model, processor, "kept")
 
     processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=build_processor(lexicon).tokenizer)
-    model = AutoModelForCTC.from_pretrained(
+    model, info = AutoModelForCTC.from_pretrained(
         model_name_or_path,
         vocab_size=len(processor.tokenizer),
         pad_token_id=processor.tokenizer.pad_token_id,
-        ignore_mismatched_sizes=True,
+        ignore_mismatched_sizes=True,  # for the CTC head only: checked below
+        output_loading_info=True,
         **overrides,
         **from_pretrained_kwargs,
     )
+    check_only_head_mismatched(model_name_or_path, info.get("mismatched_keys", ()))
     reason = "it has no CTC tokenizer" if tokenizer is None or not isinstance(tokenizer, Wav2Vec2CTCTokenizer) else "its vocabulary cannot spell every name"
     logger.info("%s: %s; using a %d-token vocabulary from the lexicon and a new CTC head", model_name_or_path, reason, len(processor.tokenizer))
     return LoadedModel(model, processor, "new")
 
+
+def check_only_head_mismatched(model_name_or_path: str, mismatched_keys) -> None:
+    """A new vocabulary may resize the CTC head (`lm_head`), nothing else: a mismatch anywhere
+    else means the config overrides or the checkpoint are not what the recipe thinks."""
+    names = [key[0] if isinstance(key, (tuple, list)) else str(key) for key in mismatched_keys]
+    others = sorted(name for name in names if not name.startswith(CTC_HEAD_PREFIX))
+    if others:
+        raise ValueError(
+            f"{model_name_or_path}: weights of another shape than the checkpoint's outside the CTC head: {others[:5]}; "
+            "check the recipe's config_overrides (sizes can only be changed for a model trained from scratch)"
+        )
 
 
 def load_seq2seq_model(lexicon: list[DrugName], model_name_or_path: str, config_overrides: dict[str, Any] | None = None, **kwargs: Any):

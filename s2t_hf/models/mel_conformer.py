@@ -83,7 +83,6 @@ class MelConformerConfig(PretrainedConfig):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
 
-
 class LogMelFrontEnd(nn.Module):
     """Waveform -> per-clip normalised log-mel frames (batch, frames, mels)."""
 
@@ -119,7 +118,6 @@ class LogMelFrontEnd(nn.Module):
         return (features - mean) / std * mask
 
 
-
 def spec_augment(features: torch.Tensor, frame_lengths: torch.Tensor, config: MelConformerConfig) -> torch.Tensor:
     """Zero random frequency bands and time spans; time masks scale with each clip's length."""
     batch, frames, bins = features.shape
@@ -136,7 +134,6 @@ def spec_augment(features: torch.Tensor, frame_lengths: torch.Tensor, config: Me
         start = (torch.rand(batch, 1, device=features.device) * (frame_lengths.unsqueeze(1) - width).clamp(min=0).float()).long()
         keep &= ~((positions >= start) & (positions < start + width)).unsqueeze(2)
     return features * keep
-
 
 
 class ConvSubsampling(nn.Module):
@@ -160,7 +157,6 @@ class ConvSubsampling(nn.Module):
         return F.gelu(self.conv2(hidden)).transpose(1, 2)
 
 
-
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
     frequencies = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
@@ -168,7 +164,6 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
     table[:, 0::2] = torch.sin(position * frequencies)
     table[:, 1::2] = torch.cos(position * frequencies)
     return table
-
 
 
 class FeedForward(nn.Module):
@@ -181,7 +176,6 @@ class FeedForward(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.down(self.dropout(F.silu(self.up(self.norm(hidden))))))
-
 
 
 class SelfAttention(nn.Module):
@@ -200,7 +194,6 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
         )
         return F.dropout(self.out(attended.transpose(1, 2).reshape(batch, frames, dim)), self.dropout, self.training)
-
 
 
 class ConvolutionModule(nn.Module):
@@ -223,7 +216,6 @@ class ConvolutionModule(nn.Module):
         return self.dropout(self.pointwise_out(hidden).transpose(1, 2))
 
 
-
 class ConformerBlock(GradientCheckpointingLayer):
     """Macaron conformer block: half feed-forward, self-attention, convolution, half feed-forward."""
 
@@ -243,7 +235,6 @@ class ConformerBlock(GradientCheckpointingLayer):
         return self.norm(hidden)
 
 
-
 class MelConformerPreTrainedModel(PreTrainedModel):
     config_class = MelConformerConfig
     base_model_prefix = "mel_conformer"
@@ -259,7 +250,6 @@ class MelConformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
 
 
 class MelConformerForCTC(MelConformerPreTrainedModel):
@@ -318,7 +308,6 @@ class MelConformerForCTC(MelConformerPreTrainedModel):
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=tuple(all_hidden) if all_hidden else None)
 
 
-
 def ctc_loss(logits: torch.Tensor, output_lengths: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
     """CTC loss in float32 whatever the autocast dtype (fp16 CTC overflows); labels padded with -100."""
     if labels.max() >= config.vocab_size:
@@ -337,9 +326,7 @@ def ctc_loss(logits: torch.Tensor, output_lengths: torch.Tensor, labels: torch.T
         )
 
 
-
 AutoConfig.register(MelConformerConfig.model_type, MelConformerConfig)
-
 
 
 AutoModelForCTC.register(MelConformerConfig, MelConformerForCTC)

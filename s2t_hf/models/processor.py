@@ -8,15 +8,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from transformers import (
-    Wav2Vec2CTCTokenizer,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2Processor,
-)
+import numpy as np
+import torch
+from transformers import FeatureExtractionMixin, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
 from ..audio.reading import SAMPLING_RATE
 from ..text.lexicon import DrugName
 from ..text.vocabulary import PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER, build_vocabulary
+
+INPUT_LENGTHS = "input_lengths"  # samples (or feature frames) per clip before padding: ranking needs each clip's true length
 
 
 def build_processor(lexicon: list[DrugName], return_attention_mask: bool = True) -> Wav2Vec2Processor:
@@ -39,3 +39,21 @@ def build_processor(lexicon: list[DrugName], return_attention_mask: bool = True)
         return_attention_mask=return_attention_mask,
     )
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def clip_features(feature_extractor: FeatureExtractionMixin, clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Each 16 kHz clip's model input, normalised on its own and never with padding: a feature
+    extractor that normalises a padded batch lets a clip's input depend on its batch mates.
+    Training (`ClipReader`) and inference (`S2T`) both extract features through here."""
+    name = feature_extractor.model_input_names[0]  # input_values (wav2vec 2.0 style) or input_features (log-mel)
+    return [np.asarray(feature_extractor(clip, sampling_rate=SAMPLING_RATE)[name][0]) for clip in clips]
+
+
+def pad_features(feature_extractor: FeatureExtractionMixin, features: list[np.ndarray], pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+    """One padded batch of per-clip features, with `attention_mask` where the feature extractor
+    gives one and `input_lengths` (each clip's length before padding) always."""
+    name = feature_extractor.model_input_names[0]
+    batch = feature_extractor.pad([{name: feature} for feature in features], padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    batch = dict(batch)
+    batch[INPUT_LENGTHS] = torch.tensor([len(feature) for feature in features])
+    return batch

@@ -18,7 +18,6 @@ from .tts import Voice, parse_voices
 DATASET_FOLDER = "dataset"
 
 
-
 def build_corpus(
     lexicon: list[DrugName],
     voices: list[str] | list[Voice],

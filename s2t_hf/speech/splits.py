@@ -20,14 +20,11 @@ from .synthesis import Clip
 logger = logging.getLogger(__name__)
 
 
-
 SPLITS = ("train", "validation", "test")
-
 
 
 class SplitError(ValueError):
     """Splits that cannot be made as asked."""
-
 
 
 def assign_speakers(
@@ -80,7 +77,6 @@ def assign_speakers(
     return assignment
 
 
-
 def build_dataset_dict(clips: list[Clip], corpus_dir: str | Path, assignment: dict[str, str]) -> DatasetDict:
     """Turn manifest rows into a DatasetDict with an `audio` column (16 kHz) per split."""
     corpus_dir = Path(corpus_dir).resolve()
@@ -95,7 +91,6 @@ def build_dataset_dict(clips: list[Clip], corpus_dir: str | Path, assignment: di
     for split, dataset in splits.items():
         logger.info("%s: %d clips from speakers %s", split, len(dataset), ", ".join(sorted(set(dataset["speaker"]))))
     return splits
-
 
 
 def speakers_of(dataset: Dataset) -> set[str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-
 BUILTIN_LEXICONS = {
     "common": "common_generic_pd.txt",
     "generic": "generic_us_pd.txt",
@@ -23,32 +22,21 @@ BUILTIN_LEXICONS = {
 }
 
 
-
 DEFAULT_LEXICON = "common"
-
 
 
 # Letters that NFKD does not decompose into an ASCII base letter.
 _SPECIAL_LETTERS = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "þ": "th"}
 
 
-
 # Characters that are spoken as a pause between word parts, or not spoken at all.
 _AS_SPACE = re.compile(r"[\s\-‐‑‒–—_/]+")
-
-
-
 _SILENT = re.compile(r"['’`´.]")
-
-
-
 _ALLOWED = re.compile(r"[a-z ]+")
-
 
 
 class LexiconError(ValueError):
     """A lexicon file or name that cannot be used."""
-
 
 
 @dataclass(frozen=True)
@@ -57,7 +45,6 @@ class DrugName:
 
     name: str
     label: str
-
 
 
 def normalize_name(name: str) -> str:
@@ -83,7 +70,6 @@ def normalize_name(name: str) -> str:
     return text
 
 
-
 def resolve_lexicon_path(lexicon: str | Path) -> Path:
     """Map a built-in short name ('common', 'generic', 'brand') or a file path to a file."""
     if str(lexicon) in BUILTIN_LEXICONS:
@@ -95,7 +81,6 @@ def resolve_lexicon_path(lexicon: str | Path) -> Path:
             f"{sorted(BUILTIN_LEXICONS)}"
         )
     return path
-
 
 
 def build_lexicon(names: list[str], skip_invalid: bool = False, source: str = "lexicon") -> list[DrugName]:
@@ -123,7 +108,6 @@ def build_lexicon(names: list[str], skip_invalid: bool = False, source: str = "l
     return entries
 
 
-
 def load_lexicon(lexicon: str | Path = DEFAULT_LEXICON, skip_invalid: bool = False, limit: int | None = None) -> list[DrugName]:
     """Read a lexicon (built-in short name or path; one name per line, UTF-8).
 
@@ -138,9 +122,7 @@ def load_lexicon(lexicon: str | Path = DEFAULT_LEXICON, skip_invalid: bool = Fal
     return entries[:limit] if limit else entries
 
 
-
 LEXICON_FILE = "lexicon.txt"
-
 
 
 def save_lexicon(lexicon: list[DrugName], folder: str | Path) -> Path:

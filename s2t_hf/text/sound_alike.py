@@ -11,12 +11,10 @@ from .lexicon import normalize_name
 SOUND_ALIKE_PAIRS = Path(__file__).parent / "lexicons" / "sound_alike_pairs.tsv"
 
 
-
 def load_sound_alike_pairs(path: str | Path = SOUND_ALIKE_PAIRS) -> list[tuple[str, str, str]]:
     """(name, confused_with, source) rows, names normalised as lexicon labels."""
     with open(path, newline="", encoding="utf-8") as handle:
         return [(normalize_name(row["name"]), normalize_name(row["confused_with"]), row["source"]) for row in csv.DictReader(handle, delimiter="\t")]
-
 
 
 def partners_in_lexicon(labels: set[str] | list[str], pairs: list[tuple[str, str, str]] | None = None) -> dict[str, set[str]]:

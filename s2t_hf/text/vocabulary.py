@@ -15,15 +15,8 @@ from transformers import Wav2Vec2CTCTokenizer
 from .lexicon import DrugName
 
 PAD_TOKEN = "<pad>"  # also the CTC blank
-
-
-
 UNK_TOKEN = "<unk>"
-
-
-
 WORD_DELIMITER = "|"
-
 
 
 def build_vocabulary(lexicon: list[DrugName]) -> dict[str, int]:
@@ -35,7 +28,6 @@ def build_vocabulary(lexicon: list[DrugName]) -> dict[str, int]:
     characters = sorted(set(string.ascii_lowercase) | {char for entry in lexicon for char in entry.label} - {" "})
     tokens = [PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER] + characters
     return {token: index for index, token in enumerate(tokens)}
-
 
 
 def encode_labels(tokenizer: Wav2Vec2CTCTokenizer, lexicon: list[DrugName]) -> list[list[int]]:
@@ -50,13 +42,17 @@ def encode_labels(tokenizer: Wav2Vec2CTCTokenizer, lexicon: list[DrugName]) -> l
     return ids
 
 
+def lexicon_characters(lexicon: list[DrugName]) -> set[str]:
+    """The characters of the lexicon's labels, spaces excluded (they become the word delimiter)."""
+    return {char for entry in lexicon for char in entry.label.replace(" ", "")}
+
 
 def tokenizer_spelling(tokenizer: Any, lexicon: list[DrugName]) -> str | None:
     """'as-is' or 'upper' if the tokenizer's vocabulary spells every lexicon label, else None."""
     if not isinstance(tokenizer, Wav2Vec2CTCTokenizer):
         return None
     vocabulary = set(tokenizer.get_vocab())
-    characters = {char for entry in lexicon for char in entry.label.replace(" ", "")}
+    characters = lexicon_characters(lexicon)
     if tokenizer.word_delimiter_token not in vocabulary and any(" " in entry.label for entry in lexicon):
         return None
     if characters <= vocabulary:
@@ -64,3 +60,19 @@ def tokenizer_spelling(tokenizer: Any, lexicon: list[DrugName]) -> str | None:
     if {char.upper() for char in characters} <= vocabulary:
         return "upper"
     return None
+
+
+def apply_spelling_policy(tokenizer: Any, lexicon: list[DrugName], model: str = "the model") -> str:
+    """Set a CTC tokenizer to spell lexicon names as its vocabulary needs ('upper' for the
+    upper-case LibriSpeech vocabularies, 'as-is' otherwise) and return that policy. Training
+    (`load_ctc_model`) and inference (`S2T`) both call this, so a raw Hub checkpoint ranks names
+    exactly as it would after fine-tuning. Raises ValueError when the vocabulary cannot spell
+    the lexicon."""
+    spelling = tokenizer_spelling(tokenizer, lexicon)
+    if spelling is None:
+        raise ValueError(
+            f"{model}: its CTC vocabulary cannot spell every lexicon name (needs {sorted(lexicon_characters(lexicon))}); "
+            "fine-tune it on this lexicon first (run_ctc.py builds a vocabulary and head for it)"
+        )
+    tokenizer.do_lower_case = spelling == "upper"  # Wav2Vec2CTCTokenizer upper-cases its input when set
+    return spelling

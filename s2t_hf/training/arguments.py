@@ -32,7 +32,6 @@ class RecipeError(ValueError):
     """A recipe file that cannot be read."""
 
 
-
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """Load a recipe, dropping documentation keys (any key starting with '_', such as '_comment')."""
     path = Path(path)
@@ -45,7 +44,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(recipe, dict):
         raise RecipeError(f"recipe {str(path)!r} must hold one JSON object of argument names and values")
     return {key: value for key, value in recipe.items() if not key.startswith("_")}
-
 
 
 @dataclass
@@ -100,7 +98,6 @@ class DataTrainingArguments:
         return train, validation, prepare_for_training(splits["test"], processor, split="test")
 
 
-
 def ensure_single_process_environment() -> None:
     """DeepSpeed initialises torch.distributed; without a launcher, act as a one-process launch."""
     if "RANK" in os.environ:
@@ -109,7 +106,6 @@ def ensure_single_process_environment() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
 
 
 def value_matches(value: Any, annotation: Any) -> bool:
@@ -139,7 +135,6 @@ def value_matches(value: Any, annotation: Any) -> bool:
     return True  # a type JSON cannot express: let the dataclass judge
 
 
-
 def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], path: str) -> None:
     """One clear line for a recipe key that no argument class knows, or a value of the wrong type."""
     fields = {}
@@ -156,7 +151,6 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], path
     deepspeed = recipe.get("deepspeed")
     if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
         raise RecipeError(f"recipe {path!r}: 'deepspeed' names {deepspeed!r}, which does not exist; see ds_configs/")
-
 
 
 def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
@@ -176,7 +170,6 @@ def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
     return parser.parse_args_into_dataclasses()
 
 
-
 def start_run(training_args: TrainingArguments) -> str | None:
     """Logging, seeding and a writable output folder for a training run; returns the checkpoint
     to resume from, if the output folder holds one (rerunning a killed command picks up where it stopped)."""
@@ -192,7 +185,6 @@ def start_run(training_args: TrainingArguments) -> str | None:
     if last_checkpoint:
         logging.getLogger(__name__).info("resuming from %s", last_checkpoint)
     return last_checkpoint
-
 
 
 def run_with_clear_errors(main: typing.Callable[[], None], program: str) -> int:

@@ -8,14 +8,12 @@ from typing import Any
 import torch
 from transformers import ProcessorMixin
 
-INPUT_LENGTHS = "input_lengths"
-
+from ..models.processor import INPUT_LENGTHS, pad_features
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     """A collated batch without `input_lengths`, which is for ranking, not for the model."""
     return {key: value for key, value in batch.items() if key != INPUT_LENGTHS}
-
 
 
 @dataclass
@@ -39,9 +37,7 @@ class DataCollatorSpeechWithPadding:
         features = [feature for feature in features if feature[name] is not None]  # clips ClipReader could not read
         if not features:
             raise RuntimeError("every clip of a batch was unreadable; see the warnings above and rebuild the data folder")
-        inputs = [{name: feature[name]} for feature in features]
-        batch = self.processor.feature_extractor.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
-        batch[INPUT_LENGTHS] = torch.tensor([len(feature[name]) for feature in features])
+        batch = pad_features(self.processor.feature_extractor, [feature[name] for feature in features], self.pad_to_multiple_of)
         if "labels" in features[0]:
             labels = self.processor.tokenizer.pad({"input_ids": [feature["labels"] for feature in features]}, padding=True, return_tensors="pt")
             batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)

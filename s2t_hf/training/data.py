@@ -20,16 +20,10 @@ from tqdm.auto import tqdm
 from transformers import Wav2Vec2Processor
 
 from ..audio.augmentation import Augmenter
-from ..audio.reading import (
-    SAMPLING_RATE,
-    AudioError,
-    is_clipped,
-    load_audio,
-    read_usable_audio,
-)
+from ..audio.reading import SAMPLING_RATE, AudioError, is_clipped, load_audio, read_usable_audio
+from ..models.processor import clip_features
 
 logger = logging.getLogger(__name__)
-
 
 
 def audit_clips(dataset: Dataset, split: str, max_duration_s: float | None = None, workers: int | None = None) -> Dataset:
@@ -62,7 +56,6 @@ def audit_clips(dataset: Dataset, split: str, max_duration_s: float | None = Non
     return dataset.select(keep) if len(keep) < len(dataset) else dataset
 
 
-
 class ClipReader:
     """A `datasets` transform: read each clip, augment it (training only), normalise it.
 
@@ -89,16 +82,14 @@ class ClipReader:
             values.append(self.augmenter(samples) if self.augmenter is not None else samples)
         name = self.feature_extractor.model_input_names[0]  # input_values (CTC) or input_features (Speech2Text)
         readable = [samples for samples in values if samples is not None]
-        features = iter(self.feature_extractor(readable, sampling_rate=SAMPLING_RATE)[name] if readable else [])
+        features = iter(clip_features(self.feature_extractor, readable))
         batch[name] = [next(features) if samples is not None else None for samples in values]
         return batch
-
 
 
 def ctc_frames_needed(labels: list[int]) -> int:
     """Frames a CTC alignment of `labels` needs: one per token, plus a blank between repeats."""
     return len(labels) + sum(1 for previous, token in zip(labels, labels[1:]) if previous == token)
-
 
 
 def drop_unalignable(dataset: Dataset, output_lengths: Callable[[torch.Tensor], torch.Tensor], split: str) -> Dataset:
@@ -116,7 +107,6 @@ def drop_unalignable(dataset: Dataset, output_lengths: Callable[[torch.Tensor], 
         if transform is not None:
             dataset.set_transform(transform)
     return dataset
-
 
 
 def prepare_for_training(

@@ -11,16 +11,11 @@ import tempfile
 from pathlib import Path
 
 BYTES_PER_CLIP = 48_000  # a 1.5 s 16-bit 16 kHz WAV, the size of a typical synthesised drug name
-
-
-
 GIB = 1024**3
-
 
 
 class PreflightError(OSError):
     """A folder that cannot hold what the run will write."""
-
 
 
 def check_writable(folder: str | Path, what: str) -> Path:
@@ -35,7 +30,6 @@ def check_writable(folder: str | Path, what: str) -> Path:
     return folder
 
 
-
 def check_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
     """Fail now, not half-way, when the disk holding `folder` has less room than the run needs."""
     free = shutil.disk_usage(folder).free
@@ -46,10 +40,8 @@ def check_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
         )
 
 
-
 def corpus_bytes(names: int, voices: int) -> int:
     return names * voices * BYTES_PER_CLIP
-
 
 
 def checkpoint_bytes(parameters: int, checkpoints_kept: int | None) -> int:

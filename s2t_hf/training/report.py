@@ -18,10 +18,8 @@ from ..text.lexicon import DrugName
 logger = logging.getLogger(__name__)
 
 
-
 def format_percent(value: float) -> str:
     return f"{100 * value:.1f}%"
-
 
 
 def write_report(
@@ -79,7 +77,6 @@ def write_report(
     return path
 
 
-
 class ReportInModelCard:
     """Trainer mixin: the model card (README.md, also what `push_to_hub` uploads) carries the
     run's report: lexicon size, held-out voices and the top-1..5 table."""
@@ -95,13 +92,10 @@ class ReportInModelCard:
                 card.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
 
 
-
 def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset) -> Calibration:
     """Fit probabilities and flags on a held-out split (its audio files and labels) and save
     `calibration.json` beside the model, where `S2T.from_pretrained` finds it."""
-    from ..evaluation.predictions import (
-        calibrate_recogniser,  # evaluation -> inference -> seq2seq -> this module: imported when needed
-    )
+    from ..evaluation.predictions import calibrate_recogniser  # evaluation -> inference -> seq2seq -> this module: imported when needed
     from ..inference.recognizer import S2T
 
     sources = [audio["bytes"] or audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
@@ -113,7 +107,6 @@ def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], spl
         calibration.save(trainer.args.output_dir)
     logger.info("calibration: %s", calibration)
     return calibration
-
 
 
 def evaluate_and_report(

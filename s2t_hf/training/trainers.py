@@ -15,7 +15,7 @@ import torch
 from transformers import Seq2SeqTrainer, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ..decoding.ctc import CTCRanker, greedy_ids, output_lengths
+from ..decoding.ctc import CTCRanker, batch_dependent, ctc_log_probs, greedy_ids, output_lengths
 from ..decoding.ranking import RANKED_FOR_METRICS, top_candidates
 from ..decoding.seq2seq import Seq2SeqRanker, transcribe_and_score
 from ..text.lexicon import DrugName, save_lexicon
@@ -23,8 +23,29 @@ from .collator import INPUT_LENGTHS, model_inputs
 from .preflight import check_free_space, checkpoint_bytes
 from .report import ReportInModelCard
 
+TRAINING_ARGS_PICKLE = "training_args.bin"  # the Trainer's name for its pickled TrainingArguments
+TRAINING_ARGS_JSON = "training_args.json"
 
-class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
+
+class NoPickleInOutputFolder:
+    """Trainer mixin: the output folder (what `save_model` writes and `push_to_hub` uploads)
+    holds `training_args.json`, never the Trainer's pickled `training_args.bin`. Checkpoint
+    folders keep the Trainer's own resume files."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if self.args.should_save and folder.resolve() == Path(self.args.output_dir).resolve():
+            (folder / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+            (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # pushing during training copies a checkpoint's pickled training_args.bin into the
+        # upload: s2t-hf pushes once, at the end of the run (push_to_hub), from a clean folder
+        return None
+
+
+class Seq2SeqRankingTrainer(NoPickleInOutputFolder, ReportInModelCard, Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
 
     def __init__(self, *args, ranker: Seq2SeqRanker, max_new_tokens: int | None = None, **kwargs):
@@ -49,12 +70,7 @@ class Seq2SeqRankingTrainer(ReportInModelCard, Seq2SeqTrainer):
         return loss, (top_candidates(scores, RANKED_FOR_METRICS).indices.to(features.device), generated), labels
 
 
-
-TRAINING_ARGS_PICKLE = "training_args.bin"
-
-
-
-class CTCTrainer(ReportInModelCard, Trainer):
+class CTCTrainer(NoPickleInOutputFolder, ReportInModelCard, Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
         super().__init__(*args, **kwargs)
         self.ranker = ranker
@@ -77,13 +93,16 @@ class CTCTrainer(ReportInModelCard, Trainer):
             return loss, logits, labels
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        frames = logits.shape[1]
-        lengths = output_lengths(self.accelerator.unwrap_model(model), inputs[INPUT_LENGTHS], frames)
-        log_probs = logits.float().log_softmax(-1).cpu()
+        unwrapped = self.accelerator.unwrap_model(model)
+        if batch_dependent(model_inputs(inputs)):  # e.g. wav2vec2-base: score each clip as S2T does, alone
+            audio = {key: inputs[key] for key in ("input_values", "input_features") if key in inputs}
+            log_probs = ctc_log_probs(unwrapped, audio, inputs[INPUT_LENGTHS])
+        else:
+            log_probs = logits.float().log_softmax(-1).cpu()
+        lengths = output_lengths(unwrapped, inputs[INPUT_LENGTHS], log_probs.shape[1])
         ranking = self.ranker.rank(log_probs, lengths, top_k=RANKED_FOR_METRICS)
         device = logits.device
         return loss, (ranking.indices.to(device), greedy_ids(log_probs, lengths).to(device)), labels
-
 
 
 def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_from: str | None = None) -> None:
@@ -91,17 +110,15 @@ def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_
     lexicon, the training metrics and the Trainer state into the output folder.
 
     The output folder holds no pickle: weights are safetensors and the Trainer's
-    `training_args.bin` (a pickled object) is replaced by `training_args.json`. Checkpoints
-    keep the Trainer's own optimizer/scheduler/RNG files, which resuming needs."""
+    `training_args.bin` (a pickled object) is replaced by `training_args.json` (see
+    `NoPickleInOutputFolder`). Checkpoints keep the Trainer's own optimizer/scheduler/RNG
+    files, which resuming needs."""
     output_dir = Path(trainer.args.output_dir)  # start_run proved it writable
     check_free_space(output_dir, checkpoint_bytes(trainer.model.num_parameters(), trainer.args.save_total_limit), "output_dir")
     result = trainer.train(resume_from_checkpoint=resume_from)
     if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):
         trainer.model.float()  # frozen weights kept in bfloat16 for training are saved as float32
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        (output_dir / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
-        (output_dir / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    trainer.save_model()  # NoPickleInOutputFolder writes training_args.json in place of the pickle
     processor.save_pretrained(trainer.args.output_dir)
     save_lexicon(lexicon, trainer.args.output_dir)
     trainer.log_metrics("train", result.metrics)
