@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from s2t_hf.training.arguments import read_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CANDIDATES = {
@@ -47,7 +49,7 @@ def count_parameters(weights: Path) -> int:
 
 
 def run_candidate(name: str, overrides: dict, steps: int, workdir: Path) -> dict:
-    recipe = json.loads((ROOT / "recipes" / "quickstart.json").read_text())
+    recipe = read_recipe(ROOT / "recipes" / "quickstart.json")  # with its base resolved
     recipe.pop("config_overrides", None)
     recipe.update(overrides)
     recipe.update(

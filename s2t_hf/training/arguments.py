@@ -32,8 +32,15 @@ class RecipeError(ValueError):
     """A recipe file that cannot be read."""
 
 
-def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Load a recipe, dropping documentation keys (any key starting with '_', such as '_comment')."""
+BASE_KEY = "base"  # a recipe's shared part: another recipe file, relative to this one
+
+
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load a recipe, dropping documentation keys (any key starting with '_', such as '_comment').
+
+    `"base": "base.json"` reads that file first (relative to the recipe's folder); the recipe's
+    own keys then replace the base's, each key's whole value (an `augmentation` block given in
+    the recipe replaces the base's block, it is not merged into it)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {str(path)!r} does not exist; see recipes/ for examples")
@@ -43,7 +50,18 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"recipe {str(path)!r} is not valid JSON: {error}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"recipe {str(path)!r} must hold one JSON object of argument names and values")
-    return {key: value for key, value in recipe.items() if not key.startswith("_")}
+    recipe = {key: value for key, value in recipe.items() if not key.startswith("_")}
+    base = recipe.pop(BASE_KEY, None)
+    if base is None:
+        return recipe
+    if not isinstance(base, str):
+        raise RecipeError(f"recipe {str(path)!r}: {BASE_KEY!r} must be a file name, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise RecipeError(f"recipe {str(path)!r}: {BASE_KEY!r} {base!r} leads back to itself")
+    if not base_path.is_file():
+        raise RecipeError(f"recipe {str(path)!r}: its {BASE_KEY} {base!r} does not exist (looked for {str(base_path)!r})")
+    return {**read_recipe(base_path, (*_seen, path.resolve())), **recipe}
 
 
 @dataclass
@@ -153,21 +171,38 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], path
         raise RecipeError(f"recipe {path!r}: 'deepspeed' names {deepspeed!r}, which does not exist; see ds_configs/")
 
 
-def parse_arguments(dataclass_types: tuple[type, ...]) -> tuple:
-    """Read the run's arguments from one JSON recipe (`script.py recipe.json`) or the command line."""
+def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
+    """Read the run's arguments from a JSON recipe, optionally followed by overrides of any of
+    its values (`script.py recipe.json --max_steps 100 --learning_rate 1e-4`), or from the
+    command line alone."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(dataclass_types)
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        recipe = read_recipe(sys.argv[1])
-        check_recipe(recipe, dataclass_types, sys.argv[1])
-        if recipe.get("deepspeed"):
+    if argv and argv[0].endswith(".json"):
+        path, overrides = argv[0], argv[1:]
+        recipe = read_recipe(path)
+        check_recipe(recipe, dataclass_types, path)
+        if recipe.get("deepspeed") or "--deepspeed" in overrides:
             ensure_single_process_environment()
         try:
-            return parser.parse_dict(recipe)
+            if not overrides:
+                return parser.parse_dict(recipe)
+            known = {option.lstrip("-") for action in parser._actions for option in action.option_strings}
+            for flag in (argument for argument in overrides if argument.startswith("--")):
+                name = flag[2:].split("=", 1)[0]
+                if name not in known:
+                    close = difflib.get_close_matches(name, sorted(known), n=1)
+                    raise RecipeError(f"override {flag!r} is not an argument" + (f"; did you mean '--{close[0]}'?" if close else "; see --help"))
+            # the recipe's values become the defaults that command-line flags override
+            for action in parser._actions:
+                if action.dest in recipe:
+                    action.required = False
+            parser.set_defaults(**recipe)
+            return parser.parse_args_into_dataclasses(args=overrides)
         except (ValueError, TypeError) as error:  # e.g. TrainingArguments' own consistency checks
-            raise RecipeError(f"recipe {sys.argv[1]!r}: {error}") from None
-    if "--deepspeed" in sys.argv:
+            raise RecipeError(f"recipe {path!r}: {error}") from None
+    if "--deepspeed" in argv:
         ensure_single_process_environment()
-    return parser.parse_args_into_dataclasses()
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def start_run(training_args: TrainingArguments) -> str | None:
