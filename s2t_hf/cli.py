@@ -48,7 +48,8 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
 def load_recogniser(args: argparse.Namespace):
     from .inference.recognizer import S2T
 
-    return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device)
+    revision = {"revision": args.revision} if getattr(args, "revision", None) else {}
+    return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device, **revision)
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--lexicon", default=None, help="names to rank (default: the model's own lexicon.txt)")
         command.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
         command.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if name != "calibrate":
+            command.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load (default: main)")
         command.set_defaults(run=handler)
         if name == "recognize":
             command.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, mono or stereo)")

@@ -3,13 +3,7 @@
 import pytest
 
 from s2t_hf.speech import tts
-from s2t_hf.speech.synthesis import (
-    MANIFEST_COLUMNS,
-    TEMP_SUFFIX,
-    clip_path,
-    read_manifest,
-    synthesize_corpus,
-)
+from s2t_hf.speech.synthesis import MANIFEST_COLUMNS, TEMP_SUFFIX, clip_path, read_manifest, synthesize_corpus
 from s2t_hf.speech.tts import Voice
 from s2t_hf.text.lexicon import build_lexicon
 

@@ -28,17 +28,9 @@ from .tts import TTSError, Voice, check_voices, get_engine
 logger = logging.getLogger(__name__)
 
 
-
 MANIFEST_NAME = "manifest.tsv"
-
-
-
 MANIFEST_COLUMNS = ["path", "text", "label", "voice", "speaker", "engine", "duration"]
-
-
-
 TEMP_SUFFIX = ".partial.wav"
-
 
 
 @dataclass
@@ -52,12 +44,10 @@ class Clip:
     duration: float
 
 
-
 def clip_path(voice: Voice, entry: DrugName) -> Path:
     """Where a clip lives, relative to the corpus folder."""
     voice_dir = re.sub(r"[^A-Za-z0-9@+.\-]", "_", voice.id)
     return Path("clips") / voice_dir / (entry.label.replace(" ", "_") + ".wav")
-
 
 
 def trim_silence(audio: np.ndarray, threshold_db: float = -40.0, margin_s: float = 0.05) -> np.ndarray:
@@ -74,7 +64,6 @@ def trim_silence(audio: np.ndarray, threshold_db: float = -40.0, margin_s: float
     return audio[start:end]
 
 
-
 def finish_clip(raw_path: Path, final_path: Path) -> bool:
     """Turn an engine's raw WAV into the corpus format and move it into place atomically."""
     try:
@@ -88,27 +77,30 @@ def finish_clip(raw_path: Path, final_path: Path) -> bool:
     return True
 
 
-
 def synthesize_batch(voice: Voice, entries: list[DrugName], corpus_dir: Path, timeout: float) -> int:
     """Speak a batch of names with one voice; return how many clips were written."""
     targets = [(entry, corpus_dir / clip_path(voice, entry)) for entry in entries]
     raw = [(entry.name, path.with_name(path.stem + ".raw" + TEMP_SUFFIX)) for entry, path in targets]
     targets[0][1].parent.mkdir(parents=True, exist_ok=True)
+    fatal = True
     try:
         get_engine(voice.engine).synthesize(raw, voice, timeout)
+        fatal = False
     except TTSError:
         raise  # a setup problem (engine missing, no network for gTTS): stop with its message
     except Exception as error:  # an engine crash must not end the whole corpus
+        fatal = False
         logger.warning("%s: synthesis failed (%s); %d names skipped", voice.id, error, len(entries))
-    written = 0
-    for (entry, final_path), (_, raw_path) in zip(targets, raw):
-        if raw_path.is_file() and raw_path.stat().st_size > 0:
-            written += finish_clip(raw_path, final_path)
-        else:
-            logger.warning("%s produced no audio for %r; skipped", voice.id, entry.name)
-        raw_path.unlink(missing_ok=True)
+    finally:
+        # Also when stopping on a fatal error: keep the names already spoken, leave no raw file.
+        written = 0
+        for (entry, final_path), (_, raw_path) in zip(targets, raw):
+            if raw_path.is_file() and raw_path.stat().st_size > 0:
+                written += finish_clip(raw_path, final_path)
+            elif not fatal:
+                logger.warning("%s produced no audio for %r; skipped", voice.id, entry.name)
+            raw_path.unlink(missing_ok=True)
     return written
-
 
 
 def synthesize_corpus(
@@ -129,8 +121,10 @@ def synthesize_corpus(
         raise TTSError("no voices given; name at least one, e.g. 'espeak-ng:en-us'")
     check_voices(voices)
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in corpus_dir.glob(f"clips/*/*{TEMP_SUFFIX}"):
-        leftover.unlink()  # from a run that was killed mid-clip
+    # From a run that was killed mid-clip: partial clips, and engines' scratch files named after
+    # them (gTTS's '.partial.mp3'). Labels hold no '.', so no finished clip matches.
+    for leftover in corpus_dir.glob("clips/*/*.partial.*"):
+        leftover.unlink()
 
     missing = [(voice, entry) for voice in voices for entry in lexicon if not (corpus_dir / clip_path(voice, entry)).is_file()]
     total = len(voices) * len(lexicon)
@@ -140,16 +134,23 @@ def synthesize_corpus(
         total=len(missing), desc="synthesising", unit="clip", disable=not progress
     ) as bar:
         futures = {pool.submit(synthesize_batch, voice, names, corpus_dir, timeout): len(names) for voice, names in jobs}
-        for future in as_completed(futures):
-            future.result()
-            bar.update(futures[future])
+        try:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(futures[future])
+        except BaseException:
+            # A fatal error (an engine gone, gTTS offline, Ctrl-C; a name that fails is only
+            # logged by synthesize_batch) would otherwise wait for every queued batch to be
+            # synthesised when the pool closes. Drop the batches not started, let the running
+            # ones end (their clips are written atomically and kept), and stop with the error.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     clips = collect_clips(lexicon, voices, corpus_dir)
     failed = total - len(clips)
     if failed:
         logger.warning("%d of %d clips could not be synthesised (see the warnings above)", failed, total)
     write_manifest(clips, corpus_dir / MANIFEST_NAME)
     return clips
-
 
 
 def batches(pairs: list[tuple[Voice, DrugName]], size: int) -> Iterable[tuple[Voice, list[DrugName]]]:
@@ -160,7 +161,6 @@ def batches(pairs: list[tuple[Voice, DrugName]], size: int) -> Iterable[tuple[Vo
     for voice, entries in by_voice.items():
         for start in range(0, len(entries), size):
             yield voice, entries[start : start + size]
-
 
 
 def collect_clips(lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path) -> list[Clip]:
@@ -175,7 +175,6 @@ def collect_clips(lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path
     return clips
 
 
-
 def write_manifest(clips: list[Clip], path: Path) -> None:
     partial = path.with_suffix(".partial")
     with open(partial, "w", newline="", encoding="utf-8") as handle:
@@ -183,7 +182,6 @@ def write_manifest(clips: list[Clip], path: Path) -> None:
         writer.writeheader()
         writer.writerows(asdict(clip) for clip in clips)
     os.replace(partial, path)
-
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:

