@@ -60,7 +60,9 @@ def load_ctc_model(
 
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
     # pretrained-only checkpoints (XLSR-53) ship no tokenizer; any other failure to load one is an error
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained_kwargs) if has_tokenizer(model_name_or_path, **hub_options(from_pretrained_kwargs)) else None
+    tokenizer = None
+    if has_tokenizer(model_name_or_path, **hub_options(from_pretrained_kwargs)):
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
     spelling = tokenizer_spelling(tokenizer, lexicon)
     if spelling is not None:
         apply_spelling_policy(tokenizer, lexicon, model_name_or_path)
