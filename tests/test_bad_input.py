@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from s2t_hf.audio.reading import AudioError, read_usable_audio
 from s2t_hf.text.lexicon import LexiconError, build_lexicon, load_lexicon
 from s2t_hf.training.data import audit_clips
 
+from .conftest import SESSION_FOLDERS, changes, require_program, snapshot
 from .test_cli import cli
 from .test_run_ctc import run, write_recipe
 
@@ -105,25 +107,26 @@ def test_training_audit_drops_and_counts_each_bad_clip_at_the_start(tmp_path, ca
         assert f"{reason}: {count}" in summary, reason
 
 
-def test_a_clip_broken_after_the_audit_is_skipped_by_the_collator(corpus, lexicon, caplog):
+def test_a_clip_broken_after_the_audit_is_skipped_by_the_collator(corpus_copy, lexicon, caplog):
     from s2t_hf.models.processor import build_processor
     from s2t_hf.training.collator import DataCollatorSpeechWithPadding
     from s2t_hf.training.data import prepare_for_training
 
-    folder, splits = corpus
+    folder, splits = corpus_copy  # this test damages a clip: its own copy, never the session corpus
     processor = build_processor(lexicon)
     train = prepare_for_training(splits["train"], processor)
     # damage one clip after the audit, as a disk error or a user's cleanup would mid-run
     first = train.with_format(None).cast_column("audio", Audio(decode=False))[0]["audio"]
     if first["bytes"]:
         pytest.skip("clips are embedded in the dataset; nothing on disk to damage")
+    assert first["path"].startswith(str(folder.resolve()))
     shutil.move(first["path"], first["path"] + ".moved")
-    try:
-        with caplog.at_level(logging.WARNING):
-            batch = DataCollatorSpeechWithPadding(processor)([train[index] for index in range(4)])
-    finally:
-        shutil.move(first["path"] + ".moved", first["path"])
+    with caplog.at_level(logging.WARNING):
+        batch = DataCollatorSpeechWithPadding(processor)([train[index] for index in range(4)])
     assert batch["input_values"].shape[0] == 3 and batch["labels"].shape[0] == 3
+    # the three kept rows are clips 1..3, in order: their labels are those clips' labels
+    expected = processor.tokenizer.pad({"input_ids": [train[index]["labels"] for index in range(1, 4)]}, return_tensors="pt")
+    assert batch["labels"].masked_fill(batch["labels"] == -100, processor.tokenizer.pad_token_id).equal(expected["input_ids"])
     assert any("can no longer be read" in record.message for record in caplog.records)
 
 
@@ -199,3 +202,42 @@ def test_recipe_errors_are_one_line_naming_the_key(tmp_path, overrides, message)
 def test_a_missing_recipe_is_one_line(tmp_path):
     result = run(tmp_path / "nope.json")
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- a broken test setup: a missing engine in CI, a test writing into a shared fixture ----
+
+
+def test_a_missing_engine_fails_in_ci_and_skips_locally(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no-such-program-xyz is not installed.*scripts/setup\.sh"):
+        require_program("no-such-program-xyz")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"no-such-program-xyz is not installed \(scripts/setup\.sh installs it\)"):
+        require_program("no-such-program-xyz")
+    require_program("sh")  # an installed program neither fails nor skips
+
+
+def test_a_write_into_a_protected_folder_is_named(tmp_path):
+    folder = tmp_path / "shared"
+    (folder / "clips").mkdir(parents=True)
+    (folder / "clips" / "a.wav").write_bytes(b"RIFF")
+    (folder / "manifest.tsv").write_text("path\ttext\n")
+    os.utime(folder / "clips", ns=(0, 0))  # a folder made long ago: the move below cannot fall in its mtime's clock tick
+    before = snapshot(folder)
+    assert changes(folder, before) == []
+    (folder / "clips" / "a.wav").rename(folder / "clips" / "a.wav.moved")
+    (folder / "clips" / "a.wav.moved").rename(folder / "clips" / "a.wav")  # moved away and back: the folder saw it
+    assert changes(folder, before) == [f"{folder / 'clips'}: changed (size, mtime_ns) {before['clips']} -> {snapshot(folder)['clips']}"]
+    before = snapshot(folder)
+    (folder / "manifest.tsv").write_text("path\ttext\nx.wav\tmetformin\n")
+    (folder / "dataset").mkdir()
+    found = changes(folder, before)
+    assert f"{folder / 'dataset'}: added" in found
+    assert any(line.startswith(f"{folder / 'manifest.tsv'}: changed") for line in found)
+    (folder / "clips" / "a.wav").unlink()
+    assert f"{folder / 'clips' / 'a.wav'}: removed" in changes(folder, before)
+
+
+def test_session_folders_are_protected(corpus, untrained_model):
+    assert set(SESSION_FOLDERS) >= {corpus[0], untrained_model}
+    assert all(changes(folder, before) == [] for folder, before in SESSION_FOLDERS.items())

@@ -2,11 +2,13 @@
 run_ctc.py on a tiny model on the CPU, started with plain `python` (no launcher)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import TEST_NAMES, require_program
 from .families import hubert_large_ft
@@ -32,6 +34,7 @@ def run_recipe(tmp_path: Path, corpus_dir: Path, checkpoint: Path, **overrides) 
         "learning_rate": 1e-3,
         "eval_strategy": "no",
         "save_strategy": "no",
+        "logging_steps": 1,
         "report_to": "none",
         "use_cpu": True,
         **overrides,
@@ -42,40 +45,75 @@ def run_recipe(tmp_path: Path, corpus_dir: Path, checkpoint: Path, **overrides) 
     return subprocess.run([sys.executable, str(ROOT / "run_ctc.py"), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
 
 
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_trained(tmp_path: Path, checkpoint: Path, trained_layers: list[int], steps: int = 2) -> None:
+    """Every step logged a finite loss whose mean is the reported train_loss, and the saved model
+    differs from the checkpoint exactly where training may change it: the CTC head (always) and
+    the trainable transformer layers (which must not stay as they were); frozen weights are
+    saved as they were loaded."""
+    results = json.loads((tmp_path / "model" / "all_results.json").read_text())
+    logged = [entry for entry in json.loads((tmp_path / "model" / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in logged] == list(range(1, steps + 1))
+    losses = [entry["loss"] for entry in logged]
+    assert all(math.isfinite(loss) for loss in losses) and results["train_loss"] == pytest.approx(sum(losses) / steps, rel=1e-3), losses
+    before, after = weights(checkpoint), weights(tmp_path / "model")
+    shared = after.keys() & before.keys()
+    assert "lm_head.weight" in shared and all(after[name].shape == before[name].shape for name in shared)  # ZeRO-3 saves whole weights, not shards
+    trainable = ("lm_head.", *(f"hubert.encoder.layers.{layer}." for layer in trained_layers))
+    changed = {name for name in shared if not torch.equal(after[name], before[name])}
+    assert "lm_head.weight" in changed
+    assert {name for name in changed if not name.startswith(trainable)} == set()  # frozen stays frozen
+    for layer in trained_layers:
+        assert any(name.startswith(f"hubert.encoder.layers.{layer}.") for name in changed), f"layer {layer} was not trained"
+
+
 @pytest.mark.parametrize("config", ["zero2.json", "zero2_offload.json", "zero3.json", "zero3_offload.json"])
-def test_deepspeed_config_trains(tmp_path, corpus, config):
+def test_deepspeed_config_trains(tmp_path, corpus_copy, config):
     pytest.importorskip("deepspeed", reason="DeepSpeed is an extra: DS_BUILD_OPS=0 pip install 's2t-hf[deepspeed]'")
     require_program("espeak-ng")
-    corpus_dir, _ = corpus
-    result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), deepspeed=f"ds_configs/{config}")
+    corpus_dir, _ = corpus_copy  # run_ctc.py writes dataset/ and manifests into its data_dir
+    checkpoint = hubert_large_ft(tmp_path / "checkpoint")
+    # DeepSpeed's WarmupDecayLR warms up over at least 2 steps and its first two steps run at
+    # learning rate 0 (measured): a 2-step run would leave every weight as it was
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, deepspeed=f"ds_configs/{config}", max_steps=3)
     assert result.returncode == 0, result.stderr[-4000:]
-    results = json.loads((tmp_path / "model" / "all_results.json").read_text())
-    assert results["train_loss"] > 0 and "test_top1" in results
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert "test_top1" in json.loads((tmp_path / "model" / "all_results.json").read_text())
+    assert_trained(tmp_path, checkpoint, trained_layers=[1], steps=3)
 
 
-def test_gradient_checkpointing_trains(tmp_path, corpus):
+def test_gradient_checkpointing_trains(tmp_path, corpus_copy):
     require_program("espeak-ng")
-    corpus_dir, _ = corpus
-    result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), gradient_checkpointing=True, trainable_layers=2)
+    corpus_dir, _ = corpus_copy
+    checkpoint = hubert_large_ft(tmp_path / "checkpoint")
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, gradient_checkpointing=True, trainable_layers=2)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert json.loads((tmp_path / "model" / "all_results.json").read_text())["train_loss"] > 0
+    assert_trained(tmp_path, checkpoint, trained_layers=[0, 1])  # gradients reach the checkpointed layers
 
 
-def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus):
+def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus_copy):
     require_program("espeak-ng")
-    corpus_dir, _ = corpus
-    result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), bf16=True, frozen_weights_dtype="bfloat16")
+    corpus_dir, _ = corpus_copy
+    checkpoint = hubert_large_ft(tmp_path / "checkpoint")
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, bf16=True, frozen_weights_dtype="bfloat16")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "frozen parameters stored as torch.bfloat16" in result.stderr
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as weights:
-        assert {str(weights.get_slice(name).get_dtype()) for name in weights.keys()} == {"F32"}
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as saved:
+        assert {str(saved.get_slice(name).get_dtype()) for name in saved.keys()} == {"F32"}
+    before, after = weights(checkpoint), weights(tmp_path / "model")
+    frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
+    assert frozen and all(torch.equal(after[name], before[name].to(torch.bfloat16).float()) for name in frozen)  # kept in bfloat16
+    assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
 
 
-def test_frozen_weights_dtype_without_bf16_is_a_clear_error(tmp_path, corpus):
+def test_frozen_weights_dtype_without_bf16_is_a_clear_error(tmp_path, corpus_copy):
     require_program("espeak-ng")
-    corpus_dir, _ = corpus
+    corpus_dir, _ = corpus_copy
     result = run_recipe(tmp_path, corpus_dir, hubert_large_ft(tmp_path / "checkpoint"), frozen_weights_dtype="bfloat16")
     assert result.returncode != 0 and "frozen_weights_dtype='bfloat16'" in result.stderr

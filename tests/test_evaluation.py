@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import evaluate
 import numpy as np
 import pytest
@@ -12,13 +10,7 @@ import torch
 from s2t_hf import DRUG_ACCURACY_METRIC, S2T
 from s2t_hf.evaluation.comparison import PredictionCache, compare_models
 from s2t_hf.evaluation.report import write_comparison_report
-from s2t_hf.inference.calibration import (
-    Calibration,
-    expected_calibration_error,
-    fit_ambiguity_margin,
-    fit_calibration,
-    fit_temperature,
-)
+from s2t_hf.inference.calibration import Calibration, expected_calibration_error, fit_ambiguity_margin, fit_calibration, fit_temperature
 from s2t_hf.inference.recognizer import BatchScores
 from s2t_hf.text.lexicon import build_lexicon
 from s2t_hf.text.sound_alike import load_sound_alike_pairs, partners_in_lexicon
@@ -109,7 +101,11 @@ def test_a_confusable_pair_with_a_small_margin_is_flagged_ambiguous(sound_alike_
     assert unclear_result.ambiguous
     assert clear_result.candidates[0].name == "hydroxyzine" and not clear_result.ambiguous
     assert clear_result.candidates[0].probability - clear_result.candidates[1].probability >= 0.3
-    assert sum(c.probability for c in clear_result.candidates) <= 1.0 + 1e-6
+    # probabilities are the softmax over the whole lexicon (3 names) at the calibration's temperature
+    expected = (batch.scores[1] / recogniser.calibration.temperature).softmax(-1)
+    names = [entry.name for entry in recogniser.lexicon]
+    probabilities = [float(expected[names.index(candidate.name)]) for candidate in clear_result.candidates]
+    assert [candidate.probability for candidate in clear_result.candidates] == pytest.approx(probabilities, abs=1e-4)
 
 
 def test_a_name_outside_the_lexicon_is_not_answered_with_a_confident_wrong_drug(sound_alike_recogniser):
@@ -122,10 +118,24 @@ def test_a_name_outside_the_lexicon_is_not_answered_with_a_confident_wrong_drug(
     assert not recogniser.results(batch, top_k=3)[0].out_of_lexicon  # only when asked for
 
 
+def negative_log_likelihood(scores: torch.Tensor, references: torch.Tensor, temperature: float) -> float:
+    return float(torch.nn.functional.cross_entropy(scores.float() / temperature, references))
+
+
+def assert_minimises_nll(temperature: float, scores: torch.Tensor, references: torch.Tensor) -> None:
+    """The fitted temperature is a minimum of the true names' negative log-likelihood, computed here
+    independently: any other temperature (nearby, 1, or far) fits no better."""
+    best = negative_log_likelihood(scores, references, temperature)
+    for other in [temperature * 0.9, temperature * 1.1, 1.0, temperature / 3, temperature * 3]:
+        assert best <= negative_log_likelihood(scores, references, other) + 1e-6, (temperature, other)
+
+
 def test_fit_calibration_saves_and_loads(tmp_path):
     scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 0.9, -2.0], [0.0, -1.0, 2.5]])
-    calibration = fit_calibration(scores, torch.tensor([0, 1, 1, 2]), scores.max(-1).values + 0.1, fitted_on="test")
-    assert calibration.temperature > 0 and calibration.clips == 4
+    references = torch.tensor([0, 1, 1, 2])
+    calibration = fit_calibration(scores, references, scores.max(-1).values + 0.1, fitted_on="test")
+    assert calibration.clips == 4 and calibration.fitted_on == "test"
+    assert_minimises_nll(calibration.temperature, scores, references)
     assert 0.1 < calibration.ambiguity_margin  # the one error (row 2) has the smallest margin
     calibration.save(tmp_path)
     assert Calibration.load(tmp_path) == calibration
@@ -146,10 +156,17 @@ def test_compare_caches_predictions_as_parquet_and_a_rerun_does_no_inference(tmp
     assert len(files) == 4 and not list((tmp_path / "cache").glob("*.partial"))
     assert set(results) == {"first", "second"} and set(results["first"]) == {"clean", "10 dB"}
     clean = results["first"]["clean"]
-    assert clean["n"] == len(corpus[1]["test"]) and 0 <= clean["top1"] <= clean["top5"] <= clean["top10"] <= 1
+    assert clean["n"] == len(corpus[1]["test"]) == 6 and not clean["errors"]
+    # the records are what the model itself ranks for each clip, and the summary is recomputed from them
+    recognised = S2T.from_pretrained(first).recognize([record["path"] for record in clean["records"]], top_k=10)
+    assert [record["candidates"] for record in clean["records"]] == [[c.name for c in result.candidates] for result in recognised]
+    for k in (1, 5, 10):
+        hits = sum(record["reference"] in record["candidates"][:k] for record in clean["records"])
+        assert clean[f"top{k}"] == pytest.approx(hits / 6), k
+    assert clean["top10"] == 1.0  # 6 names in the lexicon: the spoken one is always among the 10 best
     # round trip: what the cache holds is what was predicted
-    cached = PredictionCache(tmp_path / "cache").load(files[0])
-    assert cached is not None and all(set(record) >= {"candidates", "scores", "probabilities", "transcript"} for record in cached[0])
+    cached = PredictionCache(tmp_path / "cache").load(next(path for path in files if path.name.startswith("first-clean")))
+    assert cached is not None and cached[0] == clean["records"]
 
     def no_inference(*args, **kwargs):
         raise AssertionError("the second run must read the cache, not load a model")
@@ -182,6 +199,22 @@ def test_cli_compare_prints_one_table_and_writes_the_report(tmp_path, untrained_
     printed = cli("compare", untrained_model, "--manifest", test_manifest, "--cache", tmp_path / "cache", "--report", tmp_path / "r", "--snr", "10").stdout
     assert printed.count("| model |") == 1 and "top-1 @ 10 dB" in printed
     assert (tmp_path / "r" / "report.md").is_file()
-    calibrated = cli("calibrate", untrained_model, "--manifest", test_manifest).stdout
-    assert "temperature" in calibrated and (untrained_model / "calibration.json").is_file()
-    assert math.isfinite(Calibration.load(untrained_model).temperature)
+
+
+def test_cli_calibrate_saves_what_the_library_fits_beside_the_model(untrained_model, untrained_model_copy, test_manifest):
+    from s2t_hf.evaluation.manifests import read_evaluation_manifest
+    from s2t_hf.evaluation.predictions import calibrate_recogniser
+
+    from .test_cli import cli
+
+    model = untrained_model_copy  # calibrate writes calibration.json beside the model: a copy, not the session model
+    calibrated = cli("calibrate", model, "--manifest", test_manifest).stdout
+    saved = Calibration.load(model)
+    assert saved.clips == 6 and saved.fitted_on == str(test_manifest)
+    assert f"temperature {saved.temperature:.3f}" in calibrated and f"({saved.clips} clips)" in calibrated
+    rows = read_evaluation_manifest(test_manifest)
+    expected = calibrate_recogniser(S2T.from_pretrained(untrained_model), rows, fitted_on=str(test_manifest), progress=False)
+    assert saved.fitted_on == expected.fitted_on and saved.clips == expected.clips
+    for field in ["temperature", "ambiguity_margin", "out_of_lexicon_gap"]:
+        assert getattr(saved, field) == pytest.approx(getattr(expected, field), rel=1e-4), field
+    assert S2T.from_pretrained(model).calibration == saved  # found where the recogniser looks

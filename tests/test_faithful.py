@@ -26,7 +26,7 @@ from s2t_hf import S2T
 from s2t_hf.decoding.ctc import ctc_log_probs
 from s2t_hf.models.loading import load_ctc_model
 from s2t_hf.models.processor import build_processor
-from s2t_hf.text.lexicon import build_lexicon, save_lexicon
+from s2t_hf.text.lexicon import save_lexicon
 
 from .conftest import TEST_NAMES, save_untrained_model
 from .families import ALL_FAMILIES, CTC_FAMILIES, lacking_letters, wav2vec2_base_960h
@@ -62,9 +62,9 @@ def test_raw_hub_ctc_checkpoint_recognises_as_it_is(checkpoints, lexicon, family
 
 
 def test_raw_hub_checkpoint_through_cli_and_compare(checkpoints, tmp_path):
-    from s2t_hf.evaluation.comparison import compare_models
-
     import soundfile
+
+    from s2t_hf.evaluation.comparison import compare_models
 
     rows = ["path\ttext"]
     for index, clip in enumerate(clips()):
