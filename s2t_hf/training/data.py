@@ -22,6 +22,7 @@ from transformers import Wav2Vec2Processor
 from ..audio.augmentation import Augmenter
 from ..audio.reading import SAMPLING_RATE, AudioError, is_clipped, load_audio, read_usable_audio
 from ..models.processor import clip_features
+from ..text.vocabulary import model_text
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def prepare_for_training(
     tokenizer = processor.tokenizer
     dataset = dataset.map(
         lambda batch: {
-            "labels": tokenizer(batch["label"]).input_ids,
+            "labels": tokenizer([model_text(label, tokenizer) for label in batch["label"]]).input_ids,
             "input_length": [round(duration * SAMPLING_RATE) for duration in batch["duration"]],
         },
         batched=True,

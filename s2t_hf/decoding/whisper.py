@@ -1,0 +1,768 @@
+"""Ranking a drug-name lexicon with Whisper: exact sequence log-probabilities over the names'
+token prefix tree, searched best-first with branch and bound.
+
+The score of a name is the log-probability Whisper gives its text after the prompt,
+
+    log P(spelling tokens + <|endoftext|> | prompt tokens, audio),
+
+the sum of the log-softmax over the FULL vocabulary at each of the spelling's tokens (a proper
+probability over token sequences, not divided by length), and for a name with several
+spellings (" metformin", " Metformin" for a zero-shot model) the logsumexp over them: the
+probability that the model writes the name in any of those ways.
+
+Teacher-forcing every spelling on its own projects every position of every name onto the
+51,864-token vocabulary (13 s a clip for the 2,259 spellings of the 1,128 common names, on 2
+CPU cores, through Hugging Face's forward). This ranker does that arithmetic once per distinct
+prefix, and only for the prefixes that can matter:
+
+* The encoder runs once per clip (the caller's), and every decoder layer's cross-attention keys
+  and values are computed once per clip from its output, not once per name.
+* The spellings' token sequences (prompt excluded, each ending with <|endoftext|>) form a prefix
+  tree (`TokenTree`). Expanding a node runs ONE token through the decoder layers. Expanded
+  nodes keep their self-attention keys and values (`_NodeStore`) for their descendants to
+  read, so a node costs one row, not its whole path (`path_cache=False` recomputes the path:
+  2-3x slower, benchmarks/whisper_ranking_speed.py). A node and its descendants may share a
+  batch: a row's layer-l keys depend only on its ancestors' lower layers, so writing the
+  batch's layer-l keys before reading the paths' gives each row what a causal pass over its
+  path would.
+* The children's exact log-probabilities need the node's state projected onto the whole
+  vocabulary (384 x 51,864 for tiny.en: 2.5 times a node's four decoder layers). That is done
+  `VOCAB_CHUNK` tokens at a time with a running logsumexp (`log_probabilities`), so the logits
+  never leave the cache and the 80 MB of weights are read once per round, not once per row;
+  and it is done only where needed: the logsumexp over the tree's own ~1,600 tokens is at most
+  the full one, so it gives an upper bound on every child's log-probability for 3% of the
+  cost. A node whose children's bounds all fall below what the search still needs stays
+  bounded, unprojected, unless a later round needs it (`_Search`); off-the-shelf tiny.en
+  projects about one expanded node in six.
+* Branch and bound. A prefix's log-probability bounds every spelling below it (token
+  log-probabilities are <= 0), so a name's score is at most the logsumexp, over its spellings,
+  of their deepest bounded prefixes. Each clip's threshold is min(K-th best, best -
+  `prune_margin`) of the names found so far (K = `top_k`); while some incomplete name's bound
+  reaches it, its spellings' deepest exactly scored prefixes are expanded or projected, best
+  bound first, in batched rounds (those within `round_band` nats of the clip's best, at least
+  `round_size`; the best one brings its whole subtree when it has at most `lookahead` inner
+  nodes, which saves a round per token where the model is sure). All clips of a batch search
+  in lockstep: one pass over the weights per round serves every clip's rows.
+
+What the pruned search returns: the exact score of every name whose score reaches the final
+threshold, so the `top_k` best names and every name within `prune_margin` of the best, each
+exactly as exhaustive search scores it; names reached on the way with all their spellings are
+exact too; every other name is -inf (its score is below the threshold). Ties aside, the top K
+equals exhaustive search's. `prune_margin=None` expands and projects every node and equals
+teacher forcing every spelling through Hugging Face's model (tests/test_whisper_ranking.py).
+How many nodes that takes depends on how sure the model is: every prefix scoring above the
+K-th best name must be expanded by any search that bounds names by their prefixes, so a
+confident model expands a few dozen nodes and off-the-shelf tiny.en on synthetic speech
+hundreds; benchmarks/whisper_ranking_speed.py measures both. `max_expansions` caps that work
+per clip; a capped clip may miss names (`last_stats[clip]["exact"]` says whether its result is
+still proven), but whatever it scores is exact.
+
+The decoder forward is written here from the HF modules' own weights (token and position
+embeddings; per layer self-attention, cross-attention with the precomputed keys, feed-forward;
+the final layer norm; the output projection, tied to the token embedding) instead of calling
+`model.model.decoder`: HF's cache holds one growing sequence per batch row, while here each row
+attends to its own path of cached tree nodes, rows of different depths and clips share a batch,
+and one clip's cross-attention keys serve all its rows. tests/test_whisper_ranking.py checks it
+against `model.model.decoder` + `proj_out`. It reads the modules at call time, so it follows
+the weights as they train, in the model's dtype and on its device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..text.lexicon import DrugName
+from .ranking import Ranking, top_candidates
+
+END_OF_TEXT = "<|endoftext|>"
+VOCAB_CHUNK = 4096  # tokens projected at once: (rows, 4096) float32 logits stay in cache
+PROJECTED_ROWS = 256  # rows projected at once: with VOCAB_CHUNK, 4 MiB of logits
+MAX_POSITIONS = 448  # Whisper decoder positions
+
+
+# ---- spellings ---------------------------------------------------------------------------
+
+
+def label_spellings(entry: DrugName) -> list[str]:
+    """The text a model fine-tuned on labels writes: ' metformin' (Whisper puts a space before a word)."""
+    return [" " + entry.label]
+
+
+def zero_shot_spellings(entry: DrugName) -> list[str]:
+    """How an off-the-shelf Whisper may write the name: lower case, capitalised (it starts a
+    sentence) and as written in the lexicon (brands: 'Arnuity Ellipta')."""
+    forms = [entry.label, entry.label[:1].upper() + entry.label[1:], entry.name]
+    return list(dict.fromkeys(" " + form.strip() for form in forms))
+
+
+SPELLINGS: dict[str, Callable[[DrugName], list[str]]] = {"label": label_spellings, "zero_shot": zero_shot_spellings}
+
+
+# ---- the prefix tree ----------------------------------------------------------------------
+
+
+class TokenTree:
+    """Token sequences as a prefix tree, numbered in depth-first preorder: node 0 is the empty
+    prefix (the prompt), every other node one token added to its parent, so a node's ancestors
+    come before it and its subtree is the nodes `n .. subtree_end[n] - 1`."""
+
+    def __init__(self, sequences: list[tuple[int, ...]]):
+        if not sequences or any(len(ids) == 0 for ids in sequences):
+            raise ValueError("every sequence needs at least one token")
+        trie: dict = {}
+        for ids in sequences:
+            branch = trie
+            for token in ids:
+                branch = branch.setdefault(token, {})
+        parents, tokens, depths, ends = [0], [-1], [0], [0]
+        child_lists: list[list[int]] = [[]]
+        node_of: dict[tuple[int, ...], int] = {(): 0}
+        stack = [(0, (), trie, iter(sorted(trie)))]  # (node, prefix, branch, remaining children)
+        while stack:
+            node, prefix, branch, remaining = stack[-1]
+            token = next(remaining, None)
+            if token is None:
+                ends[node] = len(parents)
+                stack.pop()
+                continue
+            child, path = len(parents), prefix + (token,)
+            parents.append(node)
+            tokens.append(token)
+            depths.append(len(path))
+            ends.append(0)
+            child_lists.append([])
+            child_lists[node].append(child)
+            node_of[path] = child
+            stack.append((child, path, branch[token], iter(sorted(branch[token]))))
+        self.parents = torch.tensor(parents)
+        self.tokens = torch.tensor(tokens).clamp(min=0)  # the root's -1 is never read as a token
+        self.depth = torch.tensor(depths)
+        self.subtree_end = torch.tensor(ends)
+        self.child_count = torch.tensor([len(children) for children in child_lists])
+        self.child_start = torch.cumsum(self.child_count, 0) - self.child_count
+        self.children = torch.tensor([child for children in child_lists for child in children], dtype=torch.long)
+        self.internal = self.child_count > 0
+        self.internal_before = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.internal.long(), 0)])  # internal nodes in 0 .. n-1
+        self.leaf_of_sequence = torch.tensor([node_of[tuple(ids)] for ids in sequences])
+        # paths[n, i]: the ancestor of n at depth i + 1 (n itself at depth[n] - 1), 0 past the end
+        longest = max(depths)
+        path_of: list[list[int]] = [[]]
+        for node in range(1, len(parents)):
+            path_of.append(path_of[parents[node]] + [node])
+        self.paths = torch.tensor([path + [0] * (longest - len(path)) for path in path_of], dtype=torch.long).reshape(len(parents), longest)
+
+    def __len__(self) -> int:
+        return len(self.parents)
+
+    def internal_in_subtree(self, node: int) -> int:
+        return int(self.internal_before[self.subtree_end[node]] - self.internal_before[node])
+
+    def children_of(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every child of `nodes`, and the position in `nodes` of each one's parent."""
+        counts = self.child_count[nodes]
+        rows = torch.repeat_interleave(torch.arange(len(nodes)), counts)
+        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        return self.children[self.child_start[nodes][rows] + offsets], rows
+
+
+# ---- the decoder, written out -------------------------------------------------------------
+
+
+def _parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder stack and the output projection of a WhisperForConditionalGeneration."""
+    decoder = model.model.decoder if hasattr(model, "model") and hasattr(model.model, "decoder") else model.get_decoder()
+    return decoder, model.get_output_embeddings()
+
+
+def _split_heads(attention: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """(..., d_model) -> (..., heads, head_dim)"""
+    return states.view(*states.shape[:-1], attention.num_heads, attention.head_dim)
+
+
+def _cross_keys_values(decoder: torch.nn.Module, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cross-attention keys and values of every decoder layer for one clip's encoder output
+    (frames, d_model): per layer (heads, frames, head_dim) each."""
+    result = []
+    for layer in decoder.layers:
+        attention = layer.encoder_attn
+        keys = _split_heads(attention, attention.k_proj(encoder_states)).transpose(0, 1)
+        values = _split_heads(attention, attention.v_proj(encoder_states)).transpose(0, 1)
+        result.append((keys, values))
+    return result
+
+
+def _cross_attention(layer: torch.nn.Module, states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The cross-attention block's output (before the residual) for rows (..., d_model) of one
+    clip: one batched product per head over all rows."""
+    attention = layer.encoder_attn
+    hidden = layer.encoder_attn_layer_norm(states)
+    shape = hidden.shape[:-1]
+    queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling).reshape(-1, attention.num_heads, attention.head_dim)
+    weights = torch.matmul(queries.transpose(0, 1), keys.transpose(1, 2)).softmax(-1)  # (heads, rows, frames)
+    output = torch.matmul(weights, values).transpose(0, 1).reshape(*shape, -1)
+    return attention.out_proj(output)
+
+
+def _feed_forward(layer: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
+    return layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(states))))
+
+
+def decoder_states(
+    decoder: torch.nn.Module, ids: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Whisper's decoder on whole sequences (rows, length) of one clip, causal, from position 0:
+    the final states (rows, length, d_model) after the last layer norm, and each layer's
+    self-attention keys and values (rows, length, heads, head_dim). Rows padded on the right
+    need no mask: a position never attends to later ones."""
+    rows, length = ids.shape
+    states = decoder.embed_tokens(ids) + decoder.embed_positions.weight[:length]
+    causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
+    keys_values = []
+    for layer, (cross_keys, cross_values) in zip(decoder.layers, cross):
+        attention = layer.self_attn
+        hidden = layer.self_attn_layer_norm(states)
+        queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)
+        keys, values = _split_heads(attention, attention.k_proj(hidden)), _split_heads(attention, attention.v_proj(hidden))
+        keys_values.append((keys, values))
+        scores = torch.matmul(queries.transpose(1, 2), keys.permute(0, 2, 3, 1)).masked_fill(~causal, -float("inf"))
+        output = torch.matmul(scores.softmax(-1), values.transpose(1, 2)).transpose(1, 2).reshape(rows, length, -1)
+        states = states + attention.out_proj(output)
+        states = states + _cross_attention(layer, states, cross_keys, cross_values)
+        states = states + _feed_forward(layer, states)
+    return decoder.layer_norm(states), keys_values
+
+
+def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log_softmax(projection(hidden))[rows, tokens] in float32 without the (rows, vocab)
+    logits ever leaving the cache: the vocabulary is projected `VOCAB_CHUNK` tokens at a time
+    for up to `PROJECTED_ROWS` rows at once, each chunk folded into a running logsumexp. The
+    projection weights (80 MB for tiny.en) are read once per group of rows; projecting a few
+    rows at a time would read them again for each few, and whole (rows, vocab) logits would
+    go through memory twice more for the logsumexp."""
+    weight, bias = projection.weight, projection.bias
+    normalisers = []
+    for first in range(0, len(hidden), PROJECTED_ROWS):
+        group = hidden[first : first + PROJECTED_ROWS]
+        size = VOCAB_CHUNK * max(1, min(4, 64 // len(group)))  # few rows: bigger chunks, fewer steps
+        peak = sums = None
+        for start in range(0, weight.shape[0], size):
+            chunk_bias = None if bias is None else bias[start : start + size]
+            logits = torch.nn.functional.linear(group, weight[start : start + size], chunk_bias).float()
+            chunk_peak = logits.amax(-1, keepdim=True)
+            if peak is None:
+                peak, sums = chunk_peak, (logits - chunk_peak).exp_().sum(-1, keepdim=True)
+            else:
+                new_peak = torch.maximum(peak, chunk_peak)
+                sums = sums * (peak - new_peak).exp_() + (logits - new_peak).exp_().sum(-1, keepdim=True)
+                peak = new_peak
+        normalisers.append((peak + sums.log())[:, 0])
+    chosen = (hidden[rows] * weight[tokens]).sum(-1).float()
+    if bias is not None:
+        chosen = chosen + bias[tokens].float()
+    return chosen - torch.cat(normalisers)[rows]
+
+
+class _NodeStore:
+    """What expanded nodes keep, one slot per (clip, node): each decoder layer's self-attention
+    keys and values (read by their descendants) and the final decoder state (projected onto the
+    whole vocabulary later if the node's children turn out to matter)."""
+
+    def __init__(self, clips: int, num_nodes: int, layers: int, heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        self.slot_of = torch.full((clips, num_nodes), -1, dtype=torch.long)
+        self.held = torch.empty(0, 2, dtype=torch.long)  # (clip, node) of each slot
+        self.dtype, self.device = dtype, device
+        self.shapes = [(heads, head_dim)] * (2 * layers) + [(heads * head_dim,)]
+        self.tables = [self._empty(64, shape) for shape in self.shapes]  # keys and values of each layer, then states
+
+    def _empty(self, capacity: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(capacity, *shape, dtype=self.dtype, device=self.device)
+
+    def keys(self, layer: int) -> torch.Tensor:
+        return self.tables[2 * layer]
+
+    def values(self, layer: int) -> torch.Tensor:
+        return self.tables[2 * layer + 1]
+
+    @property
+    def states(self) -> torch.Tensor:
+        return self.tables[-1]
+
+    def add(self, clips: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """Slots for new nodes (the caller writes their tables)."""
+        used, wanted = len(self.held), len(self.held) + len(nodes)
+        if wanted > len(self.tables[0]):
+            capacity = max(wanted, 2 * len(self.tables[0]))
+            for index, (old, shape) in enumerate(zip(self.tables, self.shapes)):
+                self.tables[index] = self._empty(capacity, shape)
+                self.tables[index][:used] = old[:used]
+        slots = torch.arange(used, wanted)
+        self.slot_of[clips, nodes] = slots
+        self.held = torch.cat([self.held, torch.stack([clips, nodes], 1)])
+        return slots.to(self.device)
+
+    def keep(self, kept: torch.Tensor) -> None:
+        """Drop every slot but those whose `kept` is True, compacting the rest."""
+        old = torch.nonzero(kept)[:, 0]
+        for index, (values, shape) in enumerate(zip(self.tables, self.shapes)):
+            compact = self._empty(max(64, 2 * len(old)), shape)
+            compact[: len(old)] = values[old.to(self.device)]
+            self.tables[index] = compact
+        self.slot_of.fill_(-1)
+        self.held = self.held[old]
+        self.slot_of[self.held[:, 0], self.held[:, 1]] = torch.arange(len(old))
+
+
+# ---- the ranker ---------------------------------------------------------------------------
+
+
+class WhisperRanker:
+    """Scores every lexicon name with a Whisper model (`WhisperForConditionalGeneration`):
+    log P(prompt given; spelling + <|endoftext|> | audio), logsumexp over the name's spellings
+    (see the module docstring for the search and what it guarantees).
+
+    `prompt_ids`: the decoder prompt, e.g. `tokenizer.prefix_tokens` ([<|startoftranscript|>,
+    <|notimestamps|>] for English-only tiny.en). `spellings`: a preset of `SPELLINGS` ('label'
+    for a model fine-tuned on labels, 'zero_shot' for an off-the-shelf one) or a function
+    DrugName -> texts. `top_k`: the names the search must rank exactly (S2T shows 5; metrics use
+    10). `prune_margin`: nats below the best within which names are scored too (their mass
+    counts in calibrated probabilities); None expands the whole tree (exhaustive: every name
+    scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
+    many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
+    on the nodes a clip may expand (None: none). `path_cache=False` recomputes each node's
+    path instead of reading its ancestors' cached keys and values. After `scores`,
+    `last_stats` holds a dict per clip: nodes expanded (run through the decoder; the root, the
+    prompt, counts one), projections (onto the whole vocabulary), how many of those came in a
+    later round than the expansion, rounds, names scored, and whether the result is proven
+    exact.
+    """
+
+    def __init__(
+        self,
+        lexicon: list[DrugName],
+        tokenizer,
+        prompt_ids: list[int],
+        spellings: str | Callable[[DrugName], list[str]] = "zero_shot",
+        prune_margin: float | None = 0.0,
+        top_k: int = 5,
+        round_size: int = 8,
+        round_band: float = 2.0,
+        max_batch_nodes: int = 256,
+        max_expansions: int | None = None,
+        lookahead: int = 16,
+        path_cache: bool = True,
+    ):
+        if not prompt_ids:
+            raise ValueError("Whisper needs a decoder prompt: at least <|startoftranscript|>")
+        if prune_margin is not None and prune_margin < 0:
+            raise ValueError("prune_margin must be >= 0 (or None for exhaustive search)")
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        self.lexicon = lexicon
+        self.tokenizer = tokenizer
+        self.prompt_ids = list(prompt_ids)
+        self.end_id = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+        self.prune_margin = prune_margin
+        self.top_k = top_k
+        self.round_size = round_size
+        self.round_band = round_band
+        self.max_batch_nodes = max_batch_nodes
+        self.max_expansions = max_expansions
+        self.lookahead = lookahead
+        self.path_cache = path_cache
+        spell = SPELLINGS[spellings] if isinstance(spellings, str) else spellings
+        sequence_of: dict[tuple[int, ...], int] = {}
+        name_sequences: list[list[int]] = []
+        for entry in lexicon:
+            rows = []
+            for text in spell(entry):
+                row = sequence_of.setdefault(tuple(self.encode(text)) + (self.end_id,), len(sequence_of))
+                if row not in rows:  # two spellings that tokenise alike count once
+                    rows.append(row)
+            if not rows:
+                raise ValueError(f"no spelling for {entry.name!r}")
+            name_sequences.append(rows)
+        self.sequences = list(sequence_of)
+        self.tree = TokenTree(self.sequences)
+        # (names, most spellings): rows of `sequences`, padded with len(sequences) (read as -inf)
+        self.name_rows = torch.full((len(lexicon), max(map(len, name_sequences))), len(self.sequences), dtype=torch.long)
+        for name, rows in enumerate(name_sequences):
+            self.name_rows[name, : len(rows)] = torch.tensor(rows)
+        # each spelling's path from depth 1 to its leaf, padded with the leaf
+        leaves = self.tree.leaf_of_sequence
+        paths = self.tree.paths[leaves]
+        self.sequence_paths = torch.where(torch.arange(paths.shape[1]) < self.tree.depth[leaves, None], paths, leaves[:, None])
+        if len(self.prompt_ids) + paths.shape[1] > MAX_POSITIONS:
+            raise ValueError("a spelling is longer than Whisper's 448 decoder positions")
+        self.last_stats: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.lexicon)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # ---- public scores --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log P(name | audio) of every name (clips, names), float32 on the CPU; -inf for the
+        names the search proved to be neither among the `top_k` best nor within `prune_margin`
+        of the best. `encoder_mask` (clips, frames), 1 for frames to attend to, is for encoder
+        outputs padded to a common length; Whisper's own encoder output has a fixed length and
+        the model attends to all of it (HF ignores the mask), so pass None for Whisper."""
+        decoder, projection = _parts(model)
+        frames = [self._frames(encoder_hidden, encoder_mask, clip) for clip in range(encoder_hidden.shape[0])]
+        if self.prune_margin is None:  # clip by clip: the whole tree's keys would not fit for many
+            searches = [self._exhaustive(decoder, projection, [clip_frames]) for clip_frames in frames]
+        else:
+            searches = [self._pruned(decoder, projection, frames)] if frames else []
+        node_scores = torch.cat([search.exact for search in searches]) if searches else torch.empty(0, len(self.tree))
+        self.last_stats = [stats for search in searches for stats in search.stats]
+        result = self._name_scores(node_scores, complete_only=True)
+        for stats, row in zip(self.last_stats, result):
+            stats["names_scored"] = int(torch.isfinite(row).sum())
+        return result.float()
+
+    def rank(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None, top_k: int = 5) -> Ranking:
+        return top_candidates(self.scores(model, encoder_hidden, encoder_mask), top_k)
+
+    @torch.no_grad()
+    def sequence_scores(
+        self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, token_ids: list[list[int]]
+    ) -> torch.Tensor:
+        """log P(tokens | prompt, audio) of one token sequence per clip (the tokens after the
+        prompt, as given: end them with <|endoftext|> for a complete text), teacher-forced: (clips,)."""
+        decoder, projection = _parts(model)
+        result = torch.empty(len(token_ids), dtype=torch.float64)
+        for clip, row in enumerate(token_ids):
+            if not row:
+                result[clip] = 0.0  # the empty continuation: certain
+                continue
+            cross = _cross_keys_values(decoder, self._frames(encoder_hidden, encoder_mask, clip))
+            ids = torch.tensor([self.prompt_ids + list(row)], device=encoder_hidden.device)
+            states, _ = decoder_states(decoder, ids, cross)
+            targets = ids[0, len(self.prompt_ids) :]
+            positions = torch.arange(len(targets), device=targets.device)
+            result[clip] = log_probabilities(projection, states[0, len(self.prompt_ids) - 1 : -1], positions, targets).double().sum().cpu()
+        return result.float()
+
+    def transcript_scores(
+        self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, transcripts: list[str]
+    ) -> torch.Tensor:
+        """log P(text + <|endoftext|> | prompt, audio) of each clip's own free transcript, on the
+        scale of `scores`. The text is spelled as Whisper writes it, after a space; give it as
+        decoded (case and punctuation kept): lower-cased it is another, less likely sequence."""
+        rows = [(self.encode(" " + text.strip()) if text.strip() else []) + [self.end_id] for text in transcripts]
+        return self.sequence_scores(model, encoder_hidden, encoder_mask, rows)
+
+    # ---- the search -----------------------------------------------------------------------
+
+    @staticmethod
+    def _frames(encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, clip: int) -> torch.Tensor:
+        """One clip's encoder frames, padding dropped (attending to a frame with weight zero is
+        not attending to it: the clip scores the same alone and in a padded batch)."""
+        frames = encoder_hidden[clip]
+        return frames if encoder_mask is None else frames[encoder_mask[clip].to(frames.device).bool()]
+
+    def _name_scores(self, node_scores: torch.Tensor, complete_only: bool = False) -> torch.Tensor:
+        """(clips, names): logsumexp of each name's reached spellings; with `complete_only`,
+        -inf for a name not all of whose spellings were reached."""
+        leaf_scores = node_scores[:, self.tree.leaf_of_sequence]
+        spelled = torch.cat([leaf_scores, leaf_scores.new_full((len(leaf_scores), 1), -float("inf"))], 1)[:, self.name_rows]
+        scores = spelled.logsumexp(-1)
+        if complete_only:
+            reached = torch.isfinite(spelled) | (self.name_rows == len(self.sequences))
+            scores = scores.masked_fill(~reached.all(-1), -float("inf"))
+        return scores
+
+    def _plan(self, search: _Search, budget: torch.Tensor) -> _Round | None:
+        """The next round of the pruned search, or None when no clip has an open name.
+
+        A spelling's score is at most the bound of its deepest bounded prefix: its exact score
+        once known, else the bound its parent's state gave it (see `_Search.run`); so a name's
+        score is at most the logsumexp of those over its spellings. A name is open while that
+        reaches its clip's threshold, min(K-th best, best - `prune_margin`) of the names' scores
+        so far (lower bounds: logsumexp of their exactly scored spellings), and not all its
+        spellings are exact. Each open spelling's deepest exactly scored prefix is then
+        expanded (run through the decoder) or, if it was and only bounded, projected onto the
+        whole vocabulary; each clip takes those within `round_band` nats of its best, at least
+        `round_size`, at most `budget`, and its best one brings its small subtree (`lookahead`).
+        """
+        exact, bound, state = search.exact, search.bound, search.state
+        clips, width = exact.shape
+        paths = self.sequence_paths.expand(clips, -1, -1)
+        # exactly scored and bounded nodes each form a prefix of a path
+        deepest_exact = paths.gather(2, (torch.isfinite(exact[:, self.sequence_paths]).sum(-1) - 1)[..., None])[..., 0]
+        deepest_bound = paths.gather(2, (torch.isfinite(bound[:, self.sequence_paths]).sum(-1) - 1)[..., None])[..., 0]
+        padding = exact.new_full((clips, 1), -float("inf"))
+        name_bound = torch.cat([bound.gather(1, deepest_bound), padding], 1)[:, self.name_rows].logsumexp(-1)
+        lower = self._name_scores(exact)
+        top = lower.topk(min(self.top_k, lower.shape[1]), dim=1).values
+        threshold = torch.minimum(top[:, -1], top[:, 0] - self.prune_margin)
+        open_names = name_bound >= threshold[:, None]
+        open_spellings = torch.zeros(clips, len(self.sequences) + 1)
+        open_spellings.scatter_reduce_(1, self.name_rows.flatten().expand(clips, -1), open_names.float().repeat_interleave(self.name_rows.shape[1], 1), "amax")
+        wanted = (open_spellings[:, :-1] > 0) & ~torch.isfinite(exact[:, self.tree.leaf_of_sequence])
+        clip_of, spelling_of = torch.nonzero(wanted, as_tuple=True)
+        keys, which = torch.unique(clip_of * width + deepest_exact[clip_of, spelling_of], return_inverse=True)
+        if not len(keys):
+            return None
+        clip_of, node_of = keys // width, keys % width
+        # a node's priority: the best bound of the open spellings it leads to
+        score = torch.full((len(keys),), -float("inf"), dtype=torch.float64)
+        score.scatter_reduce_(0, which, bound.gather(1, deepest_bound)[torch.nonzero(wanted, as_tuple=True)], "amax")
+        order = torch.argsort(score, descending=True, stable=True)
+        order = order[torch.argsort(clip_of[order], stable=True)]  # by clip, best first within each
+        clip_of, node_of, score = clip_of[order], node_of[order], score[order]
+        counts = torch.bincount(clip_of, minlength=clips)
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(clip_of)) - first[clip_of]
+        best = score[first[clip_of]]
+        chosen = (rank < torch.clamp(budget, max=self.max_batch_nodes)[clip_of]) & ((rank < self.round_size) | (score >= best - self.round_band))
+        if not chosen.any():
+            return None
+        clip_of, node_of, rank = clip_of[chosen], node_of[chosen], rank[chosen]
+        upgrade = state[clip_of, node_of] == BOUNDED
+        # an expanded node is projected at once if a child's bound would be chosen next round
+        chosen_best = torch.full_like(threshold, -float("inf")).scatter_reduce_(0, clip_of, best[chosen], "amax")
+        cutoff = torch.maximum(threshold, chosen_best - self.round_band)
+        plan = _Round(clip_of[~upgrade], node_of[~upgrade], torch.zeros(int((~upgrade).sum()), dtype=torch.bool),
+                      clip_of[upgrade], node_of[upgrade], cutoff)
+        if not self.lookahead:
+            return plan
+        # look ahead: each clip's best prefix, if it is to be expanded, brings its subtree when
+        # that is small (one round instead of one a token where the model is sure); all of them
+        # are projected whole, since each row's state needs its parent's exact score
+        taken = torch.bincount(clip_of, minlength=clips)
+        extra_clips, extra_nodes = [plan.clips], [plan.nodes]
+        forced = [plan.forced]
+        for clip, node in zip(clip_of[(rank == 0) & ~upgrade].tolist(), node_of[(rank == 0) & ~upgrade].tolist()):
+            inner = self.tree.internal_in_subtree(node) - 1
+            if 0 < inner <= min(self.lookahead, int(budget[clip] - taken[clip])):
+                below = torch.arange(node + 1, int(self.tree.subtree_end[node]))
+                below = below[self.tree.internal[below]]
+                extra_clips.append(torch.full_like(below, clip))
+                extra_nodes.append(below)
+                forced.append(torch.ones(len(below), dtype=torch.bool))
+                forced[0] = forced[0] | ((plan.clips == clip) & (plan.nodes == node))
+        order = torch.argsort(torch.cat(extra_clips), stable=True)
+        plan.clips, plan.nodes, plan.forced = torch.cat(extra_clips)[order], torch.cat(extra_nodes)[order], torch.cat(forced)[order]
+        return plan
+
+    def _pruned(self, decoder, projection, frames: list[torch.Tensor]) -> _Search:
+        """Rounds over all clips at once until no clip has an open name (or budget left)."""
+        search = _Search(self, decoder, projection, frames, bounded=True)
+        unlimited = torch.full((len(frames),), len(self.tree))
+        while True:
+            spent = torch.tensor([stats["nodes_expanded"] + stats["projections"] for stats in search.stats])
+            budget = unlimited if self.max_expansions is None else (self.max_expansions - spent).clamp(min=0)
+            plan = self._plan(search, budget)
+            if plan is None:
+                break
+            search.run(plan)
+        unfinished = set()
+        if self.max_expansions is not None and (plan := self._plan(search, unlimited)) is not None:
+            unfinished = set(torch.cat([plan.clips, plan.upgrade_clips]).tolist())
+        for clip, stats in enumerate(search.stats):
+            stats["exact"] = clip not in unfinished
+        return search
+
+    def _exhaustive(self, decoder, projection, frames: list[torch.Tensor]) -> _Search:
+        """Every internal node of one clip, in preorder (ancestors first), `max_batch_nodes` at
+        a time, keeping only the keys of nodes whose subtree is not done yet."""
+        search, tree = _Search(self, decoder, projection, frames, bounded=False), self.tree
+        order = torch.nonzero(tree.internal)[1:, 0]
+        for start in range(0, len(order), self.max_batch_nodes):
+            chunk = order[start : start + self.max_batch_nodes]
+            search.run(_Round(torch.zeros_like(chunk), chunk, torch.ones(len(chunk), dtype=torch.bool)))
+            if start + self.max_batch_nodes < len(order):
+                search.store.keep(tree.subtree_end[search.store.held[:, 1]] > order[start + self.max_batch_nodes])
+        search.stats[0]["exact"] = True
+        return search
+
+
+UNEXPANDED, BOUNDED, PROJECTED = 0, 1, 2  # a node's state in a search
+BOUND_SLACK = 1e-3  # nats added to a bound: float rounding must not put it below the exact score
+
+
+class _Round:
+    """One round of a search: nodes to run through the decoder (grouped by clip; `forced`: to
+    project onto the whole vocabulary whatever their bound), nodes already run whose stored
+    state is to be projected now, and per clip the bound from which a child makes its
+    expanded parent worth projecting at once."""
+
+    def __init__(self, clips, nodes, forced, upgrade_clips=None, upgrade_nodes=None, cutoff=None):
+        self.clips, self.nodes, self.forced = clips, nodes, forced
+        empty = torch.empty(0, dtype=torch.long)
+        self.upgrade_clips = empty if upgrade_clips is None else upgrade_clips
+        self.upgrade_nodes = empty if upgrade_nodes is None else upgrade_nodes
+        self.cutoff = cutoff
+
+
+class _Search:
+    """The state of one search over a batch of clips, per (clip, node): the exact prefix score
+    (-inf until known), an upper bound on it (the exact score when known, else what its
+    parent's bounded expansion gave), and its state: `UNEXPANDED`, `BOUNDED` (run through the
+    decoder, children bounded) or `PROJECTED` (children scored exactly); plus the nodes' cached
+    keys and states and each clip's cross-attention keys.
+
+    A round (`run`) runs its nodes through the decoder. A forced one (exhaustive search, or a
+    look-ahead subtree, whose rows need their parents' exact scores) is projected onto the
+    whole vocabulary at once. Any other is bounded: its children get upper bounds from the
+    logsumexp over the bounding vocabulary (the tree's tokens: any subset's logsumexp is at
+    most the full one). It is projected in the same round only if a child's bound reaches the
+    round's cutoff (what the next round would pick anyway); otherwise it stays `BOUNDED`, and
+    a later round projects its stored state only if a name below still needs it.
+    """
+
+    def __init__(self, ranker: WhisperRanker, decoder, projection, frames: list[torch.Tensor], bounded: bool):
+        self.ranker, self.decoder, self.projection, self.tree = ranker, decoder, projection, ranker.tree
+        self.cross = [_cross_keys_values(decoder, clip_frames) for clip_frames in frames]
+        device, dtype = frames[0].device, frames[0].dtype
+        attention = decoder.layers[0].self_attn
+        clips, tree = len(frames), ranker.tree
+        self.store = _NodeStore(clips, len(tree), len(decoder.layers), attention.num_heads, attention.head_dim, dtype, device)
+        self.exact = torch.full((clips, len(tree)), -float("inf"), dtype=torch.float64)
+        self.exact[:, 0] = 0.0
+        self.bound = self.exact.clone()
+        self.state = torch.full((clips, len(tree)), UNEXPANDED, dtype=torch.int8)
+        self.stats = [{"nodes_expanded": 1, "projections": 1, "projected_later": 0, "rounds": 1} for _ in range(clips)]
+        prompt = torch.tensor([ranker.prompt_ids], device=device)
+        roots, prompt_keys, prompt_values = [], [], []
+        for cross in self.cross:  # the prompt: the root of the tree
+            states, keys_values = decoder_states(decoder, prompt, cross)
+            roots.append(states[0, -1])
+            prompt_keys.append([keys[0] for keys, _ in keys_values])
+            prompt_values.append([values[0] for _, values in keys_values])
+        # per layer (clips, prompt, heads, head_dim)
+        self.prompt_keys = [torch.stack(layer) for layer in zip(*prompt_keys)]
+        self.prompt_values = [torch.stack(layer) for layer in zip(*prompt_values)]
+        roots = torch.stack(roots)
+        self._project(torch.arange(clips), torch.zeros(clips, dtype=torch.long), roots)
+        if bounded:  # the bounding vocabulary: every token of the tree
+            subset = torch.unique(tree.tokens[1:]).to(device)
+            self.subset_weight = projection.weight[subset]
+            self.subset_bias = None if projection.bias is None else projection.bias[subset]
+
+    def run(self, plan: _Round) -> None:
+        """Expand `plan.nodes`, bound or project them, and project `plan.upgrade_nodes`."""
+        tree, store = self.tree, self.store
+        projected_clips, projected_nodes, projected_states = [plan.upgrade_clips], [plan.upgrade_nodes], []
+        if len(plan.upgrade_nodes):
+            projected_states.append(store.states[store.slot_of[plan.upgrade_clips, plan.upgrade_nodes].to(store.device)])
+            for stats, count in zip(self.stats, torch.bincount(plan.upgrade_clips, minlength=len(self.stats)).tolist()):
+                stats["projected_later"] += count
+        if len(plan.nodes):
+            slots = store.add(plan.clips, plan.nodes)
+            hidden = self._node_states(plan.clips, plan.nodes, slots) if self.ranker.path_cache else self._path_states(plan.clips, plan.nodes)
+            store.states[slots] = hidden
+            full = plan.forced.clone()
+            free = torch.nonzero(~plan.forced)[:, 0]
+            if len(free):
+                clips, nodes = plan.clips[free], plan.nodes[free]
+                children, rows = tree.children_of(nodes)
+                child_bound = self.exact[clips[rows], nodes[rows]] + self._upper_log_probabilities(hidden[free.to(hidden.device)], rows, tree.tokens[children])
+                reaching = child_bound >= plan.cutoff[clips[rows]]
+                needed = torch.zeros(len(free), dtype=torch.bool)
+                needed[rows[reaching]] = True
+                full[free[needed]] = True
+                kept = ~needed[rows]
+                self.bound[clips[rows][kept], children[kept]] = child_bound[kept]
+                self.state[clips[~needed], nodes[~needed]] = BOUNDED
+            projected_clips.append(plan.clips[full])
+            projected_nodes.append(plan.nodes[full])
+            projected_states.append(hidden[full.to(hidden.device)])
+            for stats, count in zip(self.stats, torch.bincount(plan.clips, minlength=len(self.stats)).tolist()):
+                stats["nodes_expanded"] += count
+        clips, nodes = torch.cat(projected_clips), torch.cat(projected_nodes)
+        if len(nodes):
+            order = torch.argsort(clips, stable=True)
+            self._project(clips[order], nodes[order], torch.cat(projected_states)[order.to(store.device)])
+        for stats, count in zip(self.stats, torch.bincount(torch.cat([plan.clips, plan.upgrade_clips]), minlength=len(self.stats)).tolist()):
+            stats["rounds"] += bool(count)
+
+    def _upper_log_probabilities(self, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Upper bounds on log_softmax(projection(hidden))[rows, tokens]: the logit less the
+        logsumexp over the bounding vocabulary only, on the CPU in float64."""
+        device = hidden.device
+        log_normaliser = torch.nn.functional.linear(hidden, self.subset_weight, self.subset_bias).float().logsumexp(-1)
+        weight, bias = self.projection.weight, self.projection.bias
+        rows, tokens = rows.to(device), tokens.to(device)
+        chosen = (hidden[rows] * weight[tokens]).sum(-1).float()
+        if bias is not None:
+            chosen = chosen + bias[tokens].float()
+        return (chosen - log_normaliser[rows]).double().cpu() + BOUND_SLACK
+
+    def _project(self, clips: torch.Tensor, nodes: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Score the children of `nodes` exactly from their final decoder states (rows, d_model)."""
+        tree = self.tree
+        children, rows = tree.children_of(nodes)
+        device = hidden.device
+        edge = log_probabilities(self.projection, hidden, rows.to(device), tree.tokens[children].to(device)).double().cpu()
+        exact, width = self.exact.view(-1), self.exact.shape[1]
+        child_keys = clips[rows] * width + children
+        parent_keys = clips[rows] * width + tree.parents[children]
+        depths = tree.depth[children]
+        for depth in torch.unique(depths).tolist():  # a parent in the same batch is scored first
+            at = depths == depth
+            exact[child_keys[at]] = exact[parent_keys[at]] + edge[at]
+        self.bound.view(-1)[child_keys] = exact[child_keys]
+        self.state[clips, nodes] = PROJECTED
+        for stats, count in zip(self.stats, torch.bincount(clips, minlength=len(self.stats)).tolist()):
+            stats["projections"] += count
+
+    def _groups(self, clips: torch.Tensor) -> list[tuple[int, int, int]]:
+        """(clip, first row, end row) of each run of rows of one clip."""
+        values, counts = torch.unique_consecutive(clips, return_counts=True)
+        ends = torch.cumsum(counts, 0).tolist()
+        return [(clip, end - count, end) for clip, count, end in zip(values.tolist(), counts.tolist(), ends)]
+
+    def _node_states(self, clips: torch.Tensor, nodes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Final decoder states (rows, d_model) of `nodes`, one token each: self-attention over
+        the prompt's and the path's cached keys (the path's nodes are stored or in this batch)."""
+        tree, decoder, store = self.tree, self.decoder, self.store
+        device = store.device
+        prompt_length = len(self.ranker.prompt_ids)
+        depth = tree.depth[nodes]
+        longest = int(depth.max())
+        on_path = torch.arange(longest) < depth[:, None]  # (rows, longest)
+        path_slots = store.slot_of[clips[:, None], tree.paths[nodes, :longest]].masked_fill(~on_path, 0).to(device)
+        blocked = ~on_path.to(device)[:, None, :]  # (rows, 1, longest)
+        row_clips = clips.to(device)
+        groups = self._groups(clips)
+        states = decoder.embed_tokens(tree.tokens[nodes].to(device)) + decoder.embed_positions.weight[(prompt_length + depth - 1).to(device)]
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attn
+            hidden = layer.self_attn_layer_norm(states)
+            queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (rows, heads, head_dim)
+            store.keys(index)[slots] = _split_heads(attention, attention.k_proj(hidden))
+            store.values(index)[slots] = _split_heads(attention, attention.v_proj(hidden))
+            path_keys, path_values = store.keys(index)[path_slots], store.values(index)[path_slots]  # (rows, longest, heads, head_dim)
+            prompt_keys, prompt_values = self.prompt_keys[index][row_clips], self.prompt_values[index][row_clips]
+            weights = torch.cat([
+                torch.einsum("rhe,rphe->rhp", queries, prompt_keys),
+                torch.einsum("rhe,rlhe->rhl", queries, path_keys).masked_fill(blocked, -float("inf")),
+            ], dim=-1).softmax(-1)
+            output = torch.einsum("rhp,rphe->rhe", weights[..., :prompt_length], prompt_values)
+            output = output + torch.einsum("rhl,rlhe->rhe", weights[..., prompt_length:], path_values)
+            states = states + attention.out_proj(output.reshape(len(nodes), -1))
+            cross = torch.cat([_cross_attention(layer, states[first:end], *self.cross[clip][index]) for clip, first, end in groups])
+            states = states + cross
+            states = states + _feed_forward(layer, states)
+        return decoder.layer_norm(states)
+
+    def _path_states(self, clips: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """The same states by running each node's whole path (prompt + tokens) again: no cache."""
+        tree, device = self.tree, self.store.device
+        depth = tree.depth[nodes]
+        longest = int(depth.max())
+        path_tokens = tree.tokens[tree.paths[nodes, :longest]].masked_fill(torch.arange(longest) >= depth[:, None], 0)
+        ids = torch.cat([torch.tensor(self.ranker.prompt_ids).expand(len(nodes), -1), path_tokens], dim=1).to(device)
+        last = (len(self.ranker.prompt_ids) + depth - 1).to(device)
+        result = []
+        for clip, first, end in self._groups(clips):
+            states, _ = decoder_states(self.decoder, ids[first:end], self.cross[clip])
+            result.append(states[torch.arange(end - first, device=device), last[first:end]])
+        return torch.cat(result)
