@@ -29,7 +29,8 @@ def test_every_shipped_recipe_reads_through_its_base_and_passes_the_check(name):
     base = read_recipe(ROOT / "recipes" / "base.json")
     assert recipe["voices"] == base["voices"] == ["@recipes/voices/offline-32.txt"]
     assert "base" not in recipe and not any(key.startswith("_") for key in recipe)
-    script, training = ("run_seq2seq.py", Seq2SeqTrainingArguments) if name == "s2t" else ("run_ctc.py", TrainingArguments)
+    seq2seq = name == "s2t" or name.startswith("whisper")  # the encoder-decoder recipes are run_seq2seq.py's
+    script, training = ("run_seq2seq.py", Seq2SeqTrainingArguments) if seq2seq else ("run_ctc.py", TrainingArguments)
     check_recipe(recipe, (script_arguments(script), DataTrainingArguments, training), name)
 
 
