@@ -5,9 +5,10 @@
     result = recogniser.recognize("metformin.wav", top_k=5)
     result.transcript, result.candidates[0].name, result.candidates[0].score
 
-The ranking is `s2t_hf.decoding.ctc.CTCRanker` (or `s2t_hf.decoding.seq2seq.Seq2SeqRanker` for
-encoder-decoders), the same code the trainers use for every reported metric: what the report
-measures is what users get.
+The ranking is `s2t_hf.decoding.ctc.CTCRanker` (for encoder-decoders, the one
+`s2t_hf.decoding.seq2seq.encoder_decoder_ranker` picks: Whisper's token-tree search or teacher
+forcing), the same code the trainers use for every reported metric: what the report measures is
+what users get.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Candidate:
     name: str
-    score: float  # log-likelihood per letter (CTC) or per token (seq2seq): higher is better, 0 is certain
+    score: float  # log-likelihood per letter (CTC), per token (Speech2Text) or of the whole name (Whisper): higher is better, 0 is certain
     probability: float  # over the whole lexicon, at the model's calibrated temperature
 
 
