@@ -215,6 +215,8 @@ def test_cli_calibrate_saves_what_the_library_fits_beside_the_model(untrained_mo
     rows = read_evaluation_manifest(test_manifest)
     expected = calibrate_recogniser(S2T.from_pretrained(untrained_model), rows, fitted_on=str(test_manifest), progress=False)
     assert saved.fitted_on == expected.fitted_on and saved.clips == expected.clips
+    # an untrained model's likelihood is flat near its optimum (T ~ 15): the last float bits of the
+    # scores (another process, other threads) move Brent's answer by a few 1e-4
     for field in ["temperature", "ambiguity_margin", "out_of_lexicon_gap"]:
-        assert getattr(saved, field) == pytest.approx(getattr(expected, field), rel=1e-4), field
+        assert getattr(saved, field) == pytest.approx(getattr(expected, field), rel=1e-2), field
     assert S2T.from_pretrained(model).calibration == saved  # found where the recogniser looks
