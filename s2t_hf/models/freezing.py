@@ -34,6 +34,14 @@ def count_layers(model: nn.Module) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def count_trainable(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, logged."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable parameters: %.2fM of %.2fM (%.1f%%)", trainable / 1e6, total / 1e6, 100 * trainable / max(total, 1))
+    return trainable, total
+
+
 def apply_freezing(
     model: nn.Module,
     trainable_layers: int | None = None,
@@ -63,10 +71,7 @@ def apply_freezing(
                 or any(re.search(pattern, name) for pattern in HEAD_PATTERNS)
                 or any(extra.search(name) for extra in extras)
             )
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    logger.info("trainable parameters: %.2fM of %.2fM (%.1f%%)", trainable / 1e6, total / 1e6, 100 * trainable / max(total, 1))
-    return trainable, total
+    return count_trainable(model)
 
 
 def freeze_encoder(model: nn.Module) -> tuple[int, int]:
@@ -75,10 +80,8 @@ def freeze_encoder(model: nn.Module) -> tuple[int, int]:
     encoder = model.get_encoder()
     for parameter in encoder.parameters():
         parameter.requires_grad = False
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    logger.info("encoder frozen; trainable parameters: %.2fM of %.2fM", trainable / 1e6, total / 1e6)
-    return trainable, total
+    logger.info("encoder frozen")
+    return count_trainable(model)
 
 
 def cast_frozen_parameters(model: nn.Module, dtype: torch.dtype) -> int:
