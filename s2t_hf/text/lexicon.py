@@ -19,6 +19,9 @@ BUILTIN_LEXICONS = {
     "common": "common_generic_pd.txt",
     "generic": "generic_us_pd.txt",
     "brand": "brand_us_pd.txt",
+    # not drug names: the 18 words real people say in the real-voice check (digits and 8 words),
+    # added to a training lexicon to measure how synthetic training transfers to real voices
+    "real-voice-words": "real_voice_words.txt",
 }
 
 
@@ -108,10 +111,13 @@ def build_lexicon(names: list[str], skip_invalid: bool = False, source: str = "l
     return entries
 
 
-def load_lexicon(lexicon: str | Path = DEFAULT_LEXICON, skip_invalid: bool = False, limit: int | None = None) -> list[DrugName]:
+def load_lexicon(
+    lexicon: str | Path = DEFAULT_LEXICON, skip_invalid: bool = False, limit: int | None = None, extra: str | Path | None = None
+) -> list[DrugName]:
     """Read a lexicon (built-in short name or path; one name per line, UTF-8).
 
-    `limit` keeps only the first N usable names, for quick experiments and tests.
+    `limit` keeps only the first N usable names, for quick experiments and tests; `extra` names
+    a second list whose names are added after them (those already present are not repeated).
     """
     path = resolve_lexicon_path(lexicon)
     try:
@@ -119,7 +125,11 @@ def load_lexicon(lexicon: str | Path = DEFAULT_LEXICON, skip_invalid: bool = Fal
     except UnicodeDecodeError as error:
         raise LexiconError(f"lexicon {str(path)!r} is not UTF-8 text ({error}); save it as UTF-8") from None
     entries = build_lexicon(text.splitlines(), skip_invalid=skip_invalid, source=str(path))
-    return entries[:limit] if limit else entries
+    entries = entries[:limit] if limit else entries
+    if extra is None:
+        return entries
+    labels = {entry.label for entry in entries}
+    return entries + [entry for entry in load_lexicon(extra, skip_invalid) if entry.label not in labels]
 
 
 LEXICON_FILE = "lexicon.txt"
