@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fine-tune (or train from scratch) a CTC model to recognise spoken drug names.
 
-    python run_ctc.py recipes/quickstart.json
+    python run_ctc.py recipes/conformer.json
     accelerate launch run_ctc.py recipes/hubert.json
 
 A recipe is one JSON file holding the fields of `ModelArguments`, `DataTrainingArguments`
@@ -26,7 +26,6 @@ from s2t_hf.evaluation.metrics import build_compute_metrics
 from s2t_hf.models.deepspeed import fold_weight_norm, without_zero3_init
 from s2t_hf.models.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.models.loading import load_ctc_model
-from s2t_hf.text.lexicon import load_lexicon
 from s2t_hf.text.vocabulary import encode_labels
 from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
@@ -83,7 +82,7 @@ def main() -> None:
     last_checkpoint = start_run(training_args)
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
-    lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
+    lexicon = data_args.read_lexicon()
     with training_args.main_process_first(desc="synthesis"):
         splits = data_args.synthesize_and_split(lexicon)
     if data_args.preprocessing_only:
@@ -141,7 +140,7 @@ def main() -> None:
     evaluate_and_report(
         trainer, test_dataset, splits, processor, lexicon,
         model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
-        finetuned_from=model_args.model_name_or_path, started=started, tags=["ctc"],
+        finetuned_from=model_args.model_name_or_path, started=started, tags=["ctc"], max_calibration_samples=data_args.max_eval_samples,
     )
 
 

@@ -23,7 +23,6 @@ from s2t_hf.evaluation.metrics import build_compute_metrics
 from s2t_hf.models.freezing import freeze_encoder
 from s2t_hf.models.loading import load_seq2seq_model
 from s2t_hf.models.whisper import is_whisper
-from s2t_hf.text.lexicon import load_lexicon
 from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
 from s2t_hf.training.report import evaluate_and_report
@@ -59,7 +58,7 @@ def main() -> None:
     last_checkpoint = start_run(training_args)
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
-    lexicon = load_lexicon(data_args.lexicon, limit=data_args.max_lexicon_names)
+    lexicon = data_args.read_lexicon()
     with training_args.main_process_first(desc="synthesis"):
         splits = data_args.synthesize_and_split(lexicon)
     if data_args.preprocessing_only:
@@ -100,7 +99,7 @@ def main() -> None:
     evaluate_and_report(
         trainer, test_dataset, splits, processor, lexicon,
         model_description=f"{model_args.model_name_or_path}, {model.num_parameters() / 1e6:.1f}M parameters",
-        finetuned_from=model_args.model_name_or_path, started=started, tags=["seq2seq"],
+        finetuned_from=model_args.model_name_or_path, started=started, tags=["seq2seq"], max_calibration_samples=data_args.max_eval_samples,
     )
 
 

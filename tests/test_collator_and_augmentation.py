@@ -47,3 +47,33 @@ def test_training_split_hears_a_new_variant_each_time(corpus, lexicon):
     np.testing.assert_allclose(plain[0]["input_values"], plain[0]["input_values"])
     assert set(train[0]) == {"input_values", "labels", "input_length"}
     assert abs(np.mean(plain[0]["input_values"])) < 1e-3  # normalised by the feature extractor
+
+
+def test_length_grouping_reads_the_length_column_without_featurising_a_clip(tmp_path):
+    """Trainer's own sampler looks each length up through the dataset's on-the-fly transform
+    (reading and augmenting every clip before step 1); ours reads the column alone."""
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from s2t_hf.training.trainers import LengthsFromColumn
+
+    calls = []
+
+    def transform(batch):
+        calls.append(len(next(iter(batch.values()))))
+        return batch
+
+    dataset = Dataset.from_dict({"audio": ["x"] * 40, "input_length": [16000 + 100 * (i % 7) for i in range(40)]})
+    dataset.set_transform(transform)
+    dataset["input_length"][3]  # what Trainer's LengthGroupedSampler does, row by row
+    assert calls, "datasets no longer formats a column row through the transform: LengthsFromColumn may be unneeded"
+    calls.clear()
+
+    class Sampling(LengthsFromColumn):
+        def __init__(self):
+            self.train_dataset = dataset
+            self.args = TrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="group_by_length",
+                                          length_column_name="input_length", per_device_train_batch_size=4, use_cpu=True)
+
+    order = list(Sampling()._get_train_sampler())
+    assert sorted(order) == list(range(40)) and not calls

@@ -68,9 +68,9 @@ def test_writes_model_processor_report_and_results(trained):
     assert tops == sorted(tops)
     report = (trained / "report.md").read_text()
     assert "## Test split: 6 clips of voices never heard in training" in report and "flite:slt" in report
-    assert f"| CTC likelihood (used by `S2T.recognize`) | {100 * tops[0]:.1f}% |" in report
+    assert f"| every name's likelihood under the model (what `S2T.recognize` ranks by) | {100 * tops[0]:.1f}% |" in report
     card = (trained / "README.md").read_text()  # what push_to_hub uploads
-    assert "Lexicon: 6 names" in card and "| CTC likelihood" in card and "flite:slt" in card
+    assert "Lexicon: 6 names" in card and "| every name's likelihood" in card and "flite:slt" in card
 
 
 def recognise_split(model_dir: Path, split: str):

@@ -78,18 +78,26 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> t
 
 @torch.no_grad()
 def transcribe_and_score(
-    model, ranker: Seq2SeqRanker, features: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int | None = None
+    model, ranker, features: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int | None = None, top_k: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From one encoder pass: greedy transcript ids, every name's score (batch, names) and the
-    score of each clip's own transcript (batch,)."""
+    score of each clip's own transcript (batch,). `top_k`: the names a pruned ranker (Whisper's)
+    must score exactly; the others may be left at -inf."""
     encoder_outputs = model.get_encoder()(input_features=features, attention_mask=mask)
     generated = greedy_generate(model, {"encoder_outputs": encoder_outputs, "attention_mask": mask}, max_new_tokens)
     hidden = encoder_outputs.last_hidden_state
+    if not isinstance(ranker, Seq2SeqRanker):  # Whisper: a fixed window, attended to whole (the model ignores masks)
+        scores = ranker.scores(model, hidden, None, top_k)
+        return generated, scores, ranker.generated_scores(model, hidden, None, generated)
     hidden_mask = encoder_attention_mask(model, hidden.shape[1], mask)
     texts = [text.strip().lower() for text in ranker.tokenizer.batch_decode(generated, skip_special_tokens=True)]
     return generated, ranker.scores(model, hidden, hidden_mask), ranker.transcript_scores(model, hidden, hidden_mask, texts)
 
 
+# Whisper ranks the names within 12 nats of the best (a probability ratio of 6e-6): on 600
+# unseen-voice test clips (clean and at 10 dB) and 572 real-voice clips, every top-5 hit of
+# exact ranking was within it, and it makes exact top-5 ranking several times cheaper
+WHISPER_MAX_GAP = 12.0
 LEXICON_SPELLING = "lexicon_spelling"  # config field: how a fine-tuned Whisper writes names ('label'); absent: zero-shot spellings
 
 
@@ -100,5 +108,5 @@ def encoder_decoder_ranker(model, lexicon: list[DrugName], tokenizer):
         from .whisper import WhisperRanker
 
         spellings = getattr(model.config, LEXICON_SPELLING, None) or "zero_shot"
-        return WhisperRanker(lexicon, tokenizer, prompt_ids=list(tokenizer.prefix_tokens), spellings=spellings)
+        return WhisperRanker(lexicon, tokenizer, prompt_ids=list(tokenizer.prefix_tokens), spellings=spellings, max_gap=WHISPER_MAX_GAP)
     return Seq2SeqRanker(lexicon, tokenizer)

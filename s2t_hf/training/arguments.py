@@ -23,8 +23,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..audio.augmentation import build_augmenter
 from ..speech.corpus import build_corpus
 from ..speech.tts import parse_voices
-from ..text.lexicon import DEFAULT_LEXICON, DrugName
+from ..text.lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
 from .data import prepare_for_training
+from .precision import settle_cpu_precision
 from .preflight import check_free_space, check_writable, corpus_bytes
 
 
@@ -70,16 +71,23 @@ class DataTrainingArguments:
         default=DEFAULT_LEXICON,
         metadata={"help": "Built-in lexicon ('common', 'generic', 'brand') or a file with one drug name per line."},
     )
+    extra_lexicon: Optional[str] = field(
+        default=None,
+        metadata={"help": "A second list added to the lexicon: 'real-voice-words' adds the 18 ordinary words of the real-voice check "
+                          "(see README), so a model trained on synthetic voices can be measured on recordings of real people."},
+    )
     max_lexicon_names: Optional[int] = field(default=None, metadata={"help": "Use only the first N names (quick tests)."})
     voices: list[str] = field(
         default_factory=lambda: ["espeak-ng:en-us", "espeak-ng:en-gb", "flite:kal16", "flite:slt", "flite:rms", "festival:kal_diphone"],
         metadata={"help": "Voices to synthesise, as 'engine:voice[@rRATE][@pPITCH]'."},
     )
     validation_voices: Optional[list[str]] = field(
-        default=None, metadata={"help": "Speakers ('engine:voice', globs allowed) held out for validation. Default: one per engine."}
+        default=None,
+        metadata={"help": "Speakers ('engine:voice', globs allowed) held out for validation; they must be whole voice talents "
+                          "(every speaker of a talent). Default: one talent per engine family with 3+ talents."},
     )
     test_voices: Optional[list[str]] = field(
-        default=None, metadata={"help": "Speakers held out for the test split. Default: one per engine with 3+ speakers."}
+        default=None, metadata={"help": "Speakers held out for the test split, as whole voice talents. Default: another talent per engine family."}
     )
     split_seed: int = field(default=0, metadata={"help": "Seed for choosing held-out speakers when none are listed."})
     data_dir: str = field(default="data/quickstart", metadata={"help": "Where clips, manifest and DatasetDict are cached."})
@@ -91,9 +99,16 @@ class DataTrainingArguments:
     max_duration_in_seconds: float = field(default=10.0, metadata={"help": "Drop training clips longer than this."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
     max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Evaluate on this many validation clips during training (the test split is always used whole)."}
+        default=None,
+        metadata={"help": "Evaluate on, and fit the calibration on, this many validation clips (a random sample)."}
+    )
+    max_test_samples: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate on a random sample of this many test clips (default: the whole test split)."}
     )
     preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
+
+    def read_lexicon(self) -> list[DrugName]:
+        return load_lexicon(self.lexicon, limit=self.max_lexicon_names, extra=self.extra_lexicon)
 
     def synthesize_and_split(self, lexicon: list[DrugName]) -> DatasetDict:
         """Synthesise (cached) every name with every voice and split by voice, after checking
@@ -107,13 +122,13 @@ class DataTrainingArguments:
 
 
     def model_ready_splits(self, splits: DatasetDict, processor, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-        """Train (augmented, duration-capped, optionally truncated), validation (optionally
-        truncated) and test (whole) datasets that read and check their audio on the fly."""
+        """Train (augmented, duration-capped, optionally truncated), validation and test
+        (optionally sampled) datasets that read and check their audio on the fly."""
         train = prepare_for_training(
             splits["train"], processor, build_augmenter(self.augmentation), self.max_duration_in_seconds, self.max_train_samples, seed
         )
         validation = prepare_for_training(splits["validation"], processor, max_samples=self.max_eval_samples, seed=seed, split="validation")
-        return train, validation, prepare_for_training(splits["test"], processor, split="test")
+        return train, validation, prepare_for_training(splits["test"], processor, max_samples=self.max_test_samples, seed=seed, split="test")
 
 
 def ensure_single_process_environment() -> None:
@@ -206,7 +221,7 @@ def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = 
 
 
 def start_run(training_args: TrainingArguments) -> str | None:
-    """Logging, seeding and a writable output folder for a training run; returns the checkpoint
+    """Logging, seeding, bf16 only where the CPU has it, and a writable output folder for a training run; returns the checkpoint
     to resume from, if the output folder holds one (rerunning a killed command picks up where it stopped)."""
     import datasets
     import transformers
@@ -215,6 +230,7 @@ def start_run(training_args: TrainingArguments) -> str | None:
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    settle_cpu_precision(training_args)
     check_writable(training_args.output_dir, "output_dir")  # before hours of synthesis, not after
     last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     if last_checkpoint:
