@@ -27,9 +27,10 @@ def script_arguments(script: str):
 def test_every_shipped_recipe_reads_through_its_base_and_passes_the_check(name):
     recipe = read_recipe(ROOT / "recipes" / f"{name}.json")
     base = read_recipe(ROOT / "recipes" / "base.json")
-    assert recipe["voices"] == base["voices"] == ["@recipes/voices/offline-32.txt"]
+    assert recipe["voices"] == base["voices"] == ["@recipes/voices/offline.txt"]
     assert "base" not in recipe and not any(key.startswith("_") for key in recipe)
-    seq2seq = name == "s2t" or name.startswith("whisper")  # the encoder-decoder recipes are run_seq2seq.py's
+    # the encoder-decoder recipes are run_seq2seq.py's; whisper-*-ctc puts a CTC head on Whisper's encoder (run_ctc.py)
+    seq2seq = recipe.get("model_type") != "whisper-ctc" and (name == "s2t" or "whisper" in recipe.get("model_name_or_path", ""))
     script, training = ("run_seq2seq.py", Seq2SeqTrainingArguments) if seq2seq else ("run_ctc.py", TrainingArguments)
     check_recipe(recipe, (script_arguments(script), DataTrainingArguments, training), name)
 
@@ -53,9 +54,9 @@ def test_a_missing_or_circular_base_is_a_clear_error(tmp_path):
 def test_command_line_overrides_any_recipe_value_and_keeps_the_rest(monkeypatch):
     monkeypatch.chdir(ROOT)
     types = (script_arguments("run_ctc.py"), DataTrainingArguments, TrainingArguments)
-    recipe = read_recipe("recipes/quickstart.json")
+    recipe = read_recipe("recipes/conformer.json")
     model, data, training = parse_arguments(
-        types, ["recipes/quickstart.json", "--max_steps", "100", "--learning_rate", "1e-3", "--voices", "espeak-ng:en-us", "flite:slt",
+        types, ["recipes/conformer.json", "--max_steps", "100", "--learning_rate", "1e-3", "--voices", "espeak-ng:en-us", "flite:slt",
                 "--bf16", "false", "--output_dir", "outputs/variant"],
     )
     assert (training.max_steps, training.learning_rate, training.bf16, training.output_dir) == (100, 1e-3, False, "outputs/variant")
@@ -63,11 +64,24 @@ def test_command_line_overrides_any_recipe_value_and_keeps_the_rest(monkeypatch)
     # everything not overridden is the recipe's
     assert model.config_overrides == recipe["config_overrides"] and data.augmentation == recipe["augmentation"]
     assert (training.per_device_train_batch_size, training.warmup_steps, training.lr_scheduler_type.value) == (32, 300, "cosine")
-    assert parse_arguments(types, ["recipes/quickstart.json"])[2].max_steps == recipe["max_steps"]
+    assert parse_arguments(types, ["recipes/conformer.json"])[2].max_steps == recipe["max_steps"]
 
 
 def test_an_unknown_override_is_one_clear_line(monkeypatch):
     monkeypatch.chdir(ROOT)
     types = (script_arguments("run_ctc.py"), DataTrainingArguments, TrainingArguments)
     with pytest.raises(RecipeError, match="override '--max_stepz' is not an argument; did you mean '--max_steps'"):
-        parse_arguments(types, ["recipes/quickstart.json", "--max_stepz", "100"])
+        parse_arguments(types, ["recipes/conformer.json", "--max_stepz", "100"])
+
+
+def test_the_shipped_splits_hold_out_whole_voice_talents():
+    from s2t_hf.speech.splits import assign_speakers, talent_of
+    from s2t_hf.speech.tts import parse_voices
+
+    base = read_recipe(ROOT / "recipes" / "base.json")
+    speakers = [voice.speaker for voice in parse_voices([f"@{ROOT / 'recipes/voices/offline.txt'}"])]
+    assignment = assign_speakers(speakers, base["validation_voices"], base["test_voices"])
+    talents = {split: {talent_of(speaker) for speaker, chosen in assignment.items() if chosen == split} for split in ("train", "validation", "test")}
+    assert talents["test"] == {"festvox:kal", "festvox:ked", "festvox:slt"}
+    assert not talents["train"] & (talents["test"] | talents["validation"]) and not talents["test"] & talents["validation"]
+    assert len(talents["train"]) >= 8

@@ -21,13 +21,15 @@ from transformers import (
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2Processor,
+    WhisperForConditionalGeneration,
 )
 
 from ..text.lexicon import DrugName
 from ..text.vocabulary import apply_spelling_policy, model_text, tokenizer_spelling
 from .hub import has_tokenizer, hub_options
 from .processor import build_processor
-from .whisper import cut_window, is_whisper, resolve_packaged
+from .whisper import PACKAGED_PREFIX, cut_window, is_whisper, resolve_packaged
+from .whisper_ctc import WhisperCTCConfig, whisper_ctc_from_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,23 @@ def load_ctc_model(
     **from_pretrained_kwargs: Any,
 ) -> LoadedModel:
     """The model and processor `run_ctc.py` trains. `config_overrides` set config fields
-    (CTC loss options, layerdrop, masking, sizes for a model built from scratch)."""
+    (CTC loss options, layerdrop, masking, sizes for a model built from scratch).
+
+    `model_type="whisper-ctc"` (implied by a `packaged:whisper-...` id) puts a CTC head on the
+    encoder of the Whisper checkpoint `model_name_or_path` (`load_whisper_ctc_model`); a folder
+    that already holds a whisper-ctc model loads like any CTC checkpoint."""
     overrides = dict(config_overrides or {})
+    if model_type == WhisperCTCConfig.model_type or str(model_name_or_path or "").startswith(PACKAGED_PREFIX):
+        if not model_name_or_path:
+            raise ValueError("model_type 'whisper-ctc' starts from a Whisper checkpoint: set model_name_or_path (e.g. packaged:whisper-tiny.en)")
+        if "layerdrop" in overrides:  # run_ctc.py's name for it
+            overrides["encoder_layerdrop"] = overrides.pop("layerdrop")
+        model_name_or_path = resolve_packaged(model_name_or_path)
+        source = AutoConfig.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+        if is_whisper(source):
+            return load_whisper_ctc_model(lexicon, model_name_or_path, overrides, **from_pretrained_kwargs)
+        if source.model_type != WhisperCTCConfig.model_type:
+            raise ValueError(f"model_type 'whisper-ctc' needs a Whisper checkpoint; {model_name_or_path} is {source.model_type!r}")
     if not model_name_or_path:
         processor = build_processor(lexicon)
         config = AutoConfig.for_model(
@@ -86,6 +103,20 @@ def load_ctc_model(
     reason = "it has no CTC tokenizer" if tokenizer is None or not isinstance(tokenizer, Wav2Vec2CTCTokenizer) else "its vocabulary cannot spell every name"
     logger.info("%s: %s; using a %d-token vocabulary from the lexicon and a new CTC head", model_name_or_path, reason, len(processor.tokenizer))
     return LoadedModel(model, processor, "new")
+
+
+def load_whisper_ctc_model(lexicon: list[DrugName], model_name_or_path: str, overrides: dict[str, Any], **from_pretrained_kwargs: Any) -> LoadedModel:
+    """Whisper's encoder, copied from an encoder-decoder checkpoint, with a new CTC head over the
+    lexicon's letters; the processor pairs the checkpoint's log-mel feature extractor (cut to the
+    same window, and giving a frame mask so the loss skips each clip's padding) with the
+    lexicon's character tokenizer. `max_source_positions` in `overrides` cuts the window."""
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    feature_extractor.return_attention_mask = True
+    tokenizer = build_processor(lexicon).tokenizer
+    whisper = WhisperForConditionalGeneration.from_pretrained(model_name_or_path, **from_pretrained_kwargs)
+    model = whisper_ctc_from_pretrained(whisper, len(tokenizer), tokenizer.pad_token_id, feature_extractor=feature_extractor, **overrides)
+    logger.info("%s: Whisper encoder with a new CTC head over a %d-token vocabulary from the lexicon", model_name_or_path, len(tokenizer))
+    return LoadedModel(model, Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer), "new")
 
 
 def check_only_head_mismatched(model_name_or_path: str, mismatched_keys) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import FeatureExtractionMixin, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+from transformers import FeatureExtractionMixin, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor, WhisperFeatureExtractor
 
 from ..audio.reading import SAMPLING_RATE
 from ..text.lexicon import DrugName
 from ..text.vocabulary import PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER, build_vocabulary
 
-INPUT_LENGTHS = "input_lengths"  # samples (or feature frames) per clip before padding: ranking needs each clip's true length
+INPUT_LENGTHS = "input_lengths"  # samples (Speech2Text: feature frames) per clip before padding: ranking needs each clip's true length
 
 
 def build_processor(lexicon: list[DrugName], return_attention_mask: bool = True) -> Wav2Vec2Processor:
@@ -49,10 +49,31 @@ def clip_features(feature_extractor: FeatureExtractionMixin, clips: list[np.ndar
     return [np.asarray(feature_extractor(clip, sampling_rate=SAMPLING_RATE)[name][0]) for clip in clips]
 
 
+def whisper_clip_frames(features: np.ndarray) -> int:
+    """How many frames of a Whisper log-mel window (mels, frames) hold the clip. Whisper's feature
+    extractor pads every clip with silence to its window, and its normalisation puts every silent
+    frame at the window's floor (its minimum) in every mel bin: the clip ends after its last frame
+    above that floor. Trailing silence inside the clip counts as padding, which is harmless."""
+    above = np.flatnonzero((features > features.min()).any(axis=0))
+    return int(above[-1]) + 1 if len(above) else 1
+
+
 def pad_features(feature_extractor: FeatureExtractionMixin, features: list[np.ndarray], pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """One padded batch of per-clip features, with `attention_mask` where the feature extractor
-    gives one and `input_lengths` (each clip's length before padding) always."""
+    gives one and `input_lengths` (each clip's length before padding) always.
+
+    Whisper features already fill the window each: they are stacked as they are, with each clip's
+    frames found by `whisper_clip_frames` (the mask, when the extractor asks for one, is over
+    frames; `input_lengths` are in samples like a raw-audio model's)."""
     name = feature_extractor.model_input_names[0]
+    if isinstance(feature_extractor, WhisperFeatureExtractor):
+        frames = torch.tensor([whisper_clip_frames(feature) for feature in features])
+        stacked = torch.from_numpy(np.stack(features).astype(np.float32, copy=False))
+        batch = {name: stacked}
+        if feature_extractor.return_attention_mask:
+            batch["attention_mask"] = (torch.arange(stacked.shape[-1]) < frames.unsqueeze(1)).long()
+        batch[INPUT_LENGTHS] = frames * feature_extractor.hop_length
+        return batch
     batch = feature_extractor.pad([{name: feature} for feature in features], padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
     batch = dict(batch)
     batch[INPUT_LENGTHS] = torch.tensor([len(feature) for feature in features])

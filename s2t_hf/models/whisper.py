@@ -59,8 +59,11 @@ def is_whisper(model_or_config) -> bool:
 
 def cut_window(model: PreTrainedModel, feature_extractor, seconds: int) -> None:
     """Make the encoder read `seconds` of audio instead of 30 (see the module docstring).
-    Whole seconds: the feature extractor saves its window as `chunk_length` seconds."""
-    table = model.model.encoder.embed_positions
+    Whole seconds: the feature extractor saves its window as `chunk_length` seconds. Works on
+    any model whose `get_encoder()` is a Whisper encoder (the seq2seq model, `WhisperEncoderForCTC`);
+    `feature_extractor=None` cuts the model only."""
+    encoder = model.get_encoder()
+    table = encoder.embed_positions
     if not isinstance(seconds, int) or not 0 < seconds * POSITIONS_PER_SECOND <= table.num_embeddings:
         raise ValueError(f"max_source_seconds={seconds!r}: must be whole seconds from 1 to the model's {table.num_embeddings // POSITIONS_PER_SECOND}")
     positions = seconds * POSITIONS_PER_SECOND
@@ -68,10 +71,10 @@ def cut_window(model: PreTrainedModel, feature_extractor, seconds: int) -> None:
         cut = torch.nn.Embedding(positions, table.embedding_dim)
         cut.weight.data.copy_(table.weight.data[:positions])
         cut.weight.requires_grad_(table.weight.requires_grad)
-        model.model.encoder.embed_positions = cut
+        encoder.embed_positions = cut
     model.config.max_source_positions = positions
-    # the feature extractor pads or cuts every clip to the window
-    feature_extractor.chunk_length = seconds
-    feature_extractor.n_samples = seconds * feature_extractor.sampling_rate
-    feature_extractor.nb_max_frames = feature_extractor.n_samples // feature_extractor.hop_length
-    logger.info("Whisper encoder window: %g s (%d positions, %d log-mel frames)", seconds, positions, feature_extractor.nb_max_frames)
+    if feature_extractor is not None:  # it pads or cuts every clip to the window
+        feature_extractor.chunk_length = seconds
+        feature_extractor.n_samples = seconds * feature_extractor.sampling_rate
+        feature_extractor.nb_max_frames = feature_extractor.n_samples // feature_extractor.hop_length
+    logger.info("Whisper encoder window: %g s (%d positions, %d log-mel frames)", seconds, positions, 2 * positions)
