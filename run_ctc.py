@@ -112,7 +112,8 @@ def main() -> None:
     apply_freezing(model, model_args.trainable_layers, model_args.train_only_head, model_args.also_trainable)
     if model_args.frozen_weights_dtype:
         if model_args.frozen_weights_dtype != "bfloat16" or not training_args.bf16:
-            raise ValueError(f"frozen_weights_dtype={model_args.frozen_weights_dtype!r}: only 'bfloat16' is supported, with \"bf16\": true")
+            raise ValueError(f"frozen_weights_dtype={model_args.frozen_weights_dtype!r}: only 'bfloat16' is supported, with \"bf16\": true "
+                             "(which a CPU without native bf16 turns off: there, leave frozen_weights_dtype out)")
         cast_frozen_parameters(model, torch.bfloat16)
 
     # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly

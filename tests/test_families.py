@@ -12,9 +12,12 @@ from s2t_hf.models.loading import load_ctc_model
 from s2t_hf.training.arguments import read_recipe
 
 from .conftest import TEST_NAMES, require_program
-from .families import ALL_FAMILIES, CTC_FAMILIES, SEQ2SEQ_FAMILIES, lacking_letters
+from .families import ALL_FAMILIES, CTC_FAMILIES, SEQ2SEQ_FAMILIES, lacking_letters, whisper_tiny_en
 
 ROOT = Path(__file__).resolve().parents[1]
+# every family's recipe, and the embedded default's (Whisper tiny.en fine-tuned) on the tiny Whisper
+RECIPES = {**ALL_FAMILIES, "quickstart": whisper_tiny_en}
+SEQ2SEQ_RECIPES = {*SEQ2SEQ_FAMILIES, "quickstart"}
 EXPECTED_HEAD = {"hubert": "kept", "wav2vec2-base": "kept", "wav2vec2-large": "kept", "xlsr": "new"}
 
 
@@ -42,14 +45,14 @@ def test_vocabulary_lacking_letters_gets_a_new_head(tmp_path, lexicon):
     assert loaded.model.lm_head.out_features == len(loaded.processor.tokenizer)
 
 
-@pytest.fixture(scope="module", params=sorted(ALL_FAMILIES))
+@pytest.fixture(scope="module", params=sorted(RECIPES))
 def fine_tuned(request, tmp_path_factory, corpus):
     """The family's recipe for a few steps from its tiny checkpoint, on a copy of the shared test
     corpus (the run writes `dataset/` and manifests into its data_dir)."""
     require_program("espeak-ng")
     tmp_path = tmp_path_factory.mktemp(request.param)
     corpus_dir = shutil.copytree(corpus[0], tmp_path / "data")
-    checkpoint = ALL_FAMILIES[request.param](tmp_path / "checkpoint")
+    checkpoint = RECIPES[request.param](tmp_path / "checkpoint")
     lexicon = tmp_path / "drugs.txt"
     lexicon.write_text("\n".join(TEST_NAMES) + "\n")
     recipe = read_recipe(ROOT / "recipes" / f"{request.param}.json")  # with its base recipe's keys merged in
@@ -76,7 +79,7 @@ def fine_tuned(request, tmp_path_factory, corpus):
         recipe["trainable_layers"] = 1  # the tiny models have 2 layers
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    script = "run_seq2seq.py" if request.param in SEQ2SEQ_FAMILIES else "run_ctc.py"
+    script = "run_seq2seq.py" if request.param in SEQ2SEQ_RECIPES else "run_ctc.py"
     result = subprocess.run([sys.executable, str(ROOT / script), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / "model", corpus_dir

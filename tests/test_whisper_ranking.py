@@ -321,3 +321,54 @@ def test_presets_and_bad_arguments(tokenizer):
         WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), prune_margin=-1.0)
     ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer))
     assert len(ranker) == 3 and ranker.lexicon is lexicon and ranker.tokenizer is tokenizer
+
+
+def test_results_list_only_the_names_the_search_ranked():
+    """Names a pruned search left at -inf (proved far below the best) are not candidates: a
+    result may list fewer than top_k names, with probabilities over the ranked ones."""
+    from s2t_hf.inference.calibration import Calibration
+    from s2t_hf.inference.recognizer import S2T, BatchScores
+    from s2t_hf.text.lexicon import DrugName
+
+    recogniser = S2T.__new__(S2T)  # results() needs only the lexicon and the calibration
+    recogniser.lexicon = [DrugName(name, name) for name in ("abacavir", "baclofen", "captopril", "dapsone")]
+    recogniser.calibration = Calibration()
+    inf = float("inf")
+    batch = BatchScores(["abacavir"], torch.tensor([[-0.1, -inf, -3.0, -inf]]), torch.tensor([-0.1]))
+    (result,) = recogniser.results(batch, top_k=5)
+    assert [candidate.name for candidate in result.candidates] == ["abacavir", "captopril"]
+    assert sum(candidate.probability for candidate in result.candidates) == pytest.approx(1.0, abs=1e-3)
+    assert result.decision == "abacavir"
+
+
+def test_max_gap_ranks_exactly_the_names_within_it_and_no_others(tokenizer, sure_clips):
+    lexicon = build_lexicon(NAMES)
+    model, hidden = sure_clips
+    exhaustive = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), prune_margin=None).scores(model, hidden)
+    gap = 10.0
+    ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), top_k=5, max_gap=gap)
+    pruned = ranker.scores(model, hidden)
+    within = exhaustive >= exhaustive.max(1, keepdim=True).values - gap
+    finite = torch.isfinite(pruned)
+    assert finite[within].all()  # every name within the gap is ranked ...
+    torch.testing.assert_close(pruned[finite], exhaustive[finite], rtol=0, atol=1e-4)  # ... exactly
+    assert (finite.sum(1) < 5).all()  # these clips are sure: fewer than five names come within 10 nats
+    unbounded = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), top_k=5)
+    unbounded.scores(model, hidden)
+    work = lambda stats: sum(clip["nodes_expanded"] for clip in stats)  # noqa: E731
+    assert work(ranker.last_stats) < work(unbounded.last_stats)
+
+
+def test_generated_ids_are_scored_as_generated_after_the_prompt(tokenizer):
+    lexicon = build_lexicon(NAMES)
+    model = tiny_whisper(tokenizer)
+    hidden = encoder_output(model, clips=2)
+    ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), spellings="label", prune_margin=None)
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    metformin = tokenizer.encode(" metformin", add_special_tokens=False)
+    generated = torch.tensor([ranker.prompt_ids + metformin + [end, end], ranker.prompt_ids + [end] * (len(metformin) + 2)])
+    scores = ranker.generated_scores(model, hidden, None, generated)
+    expected = ranker.sequence_scores(model, hidden, None, [metformin + [end], [end]])
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
+    too_long = torch.tensor([ranker.prompt_ids + metformin * 300])  # longer than the 448 decoder positions
+    assert torch.isfinite(ranker.generated_scores(model, hidden[:1], None, too_long)).all()

@@ -461,7 +461,7 @@ class WhisperRanker:
         scale of `scores`. The text is spelled as Whisper writes it, after a space; give it as
         decoded (case and punctuation kept): lower-cased it is another, less likely sequence."""
         rows = [self.encode(" " + text.strip()) if text.strip() else [] for text in transcripts]
-        return self.sequence_scores(model, encoder_hidden, encoder_mask, [self._complete(row) for row in rows])
+        return self.sequence_scores(model, encoder_hidden, encoder_mask, [self._complete(model, row) for row in rows])
 
     def generated_scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None, generated: torch.Tensor) -> torch.Tensor:
         """log P(generated tokens + <|endoftext|> | prompt, audio) of each clip's own greedy
@@ -471,12 +471,13 @@ class WhisperRanker:
         for row in generated.tolist():
             if row[: len(self.prompt_ids)] == self.prompt_ids:
                 row = row[len(self.prompt_ids) :]
-            rows.append(self._complete(row[: row.index(self.end_id)] if self.end_id in row else row))
+            rows.append(self._complete(model, row[: row.index(self.end_id)] if self.end_id in row else row))
         return self.sequence_scores(model, encoder_hidden, encoder_mask, rows)
 
-    def _complete(self, tokens: list[int]) -> list[int]:
-        """A continuation ended by <|endoftext|>, cut to fit the decoder's 448 positions after the prompt."""
-        return tokens[: MAX_POSITIONS - len(self.prompt_ids) - 1] + [self.end_id]
+    def _complete(self, model, tokens: list[int]) -> list[int]:
+        """A continuation ended by <|endoftext|>, cut to fit the decoder's positions (448) after the prompt."""
+        positions = getattr(model.config, "max_target_positions", MAX_POSITIONS)
+        return tokens[: positions - len(self.prompt_ids) - 1] + [self.end_id]
 
     # ---- the search -----------------------------------------------------------------------
 

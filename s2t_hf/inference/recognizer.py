@@ -164,7 +164,7 @@ class S2T:
         for row, transcript in enumerate(batch.transcripts):
             indices = [index for index, score in zip(top.indices[row].tolist(), top.scores[row].tolist()) if score > -math.inf]
             probabilities = log_probabilities[row, indices].exp().tolist()
-            margin = probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)
+            margin = (probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)) if probabilities else 0.0
             gap = float(batch.transcript_scores[row] - top.scores[row, 0])
             candidates = [
                 Candidate(self.lexicon[index].name, round(float(score), 4), round(probability, 4))
