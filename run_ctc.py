@@ -79,6 +79,7 @@ def main() -> None:
     started = time.time()
     # 1. Arguments and logging
     model_args, data_args, training_args = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments))
+    asked_bf16 = training_args.bf16  # start_run turns it off on a CPU without native bf16
     last_checkpoint = start_run(training_args)
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
@@ -111,10 +112,15 @@ def main() -> None:
         fold_weight_norm(model)  # the known ZeRO-3 trap of wav2vec 2.0 / HuBERT's positional convolution
     apply_freezing(model, model_args.trainable_layers, model_args.train_only_head, model_args.also_trainable)
     if model_args.frozen_weights_dtype:
-        if model_args.frozen_weights_dtype != "bfloat16" or not training_args.bf16:
-            raise ValueError(f"frozen_weights_dtype={model_args.frozen_weights_dtype!r}: only 'bfloat16' is supported, with \"bf16\": true "
-                             "(which a CPU without native bf16 turns off: there, leave frozen_weights_dtype out)")
-        cast_frozen_parameters(model, torch.bfloat16)
+        if model_args.frozen_weights_dtype != "bfloat16":
+            raise ValueError(f"frozen_weights_dtype={model_args.frozen_weights_dtype!r}: only 'bfloat16' is supported")
+        if training_args.bf16:
+            cast_frozen_parameters(model, torch.bfloat16)
+        elif asked_bf16:  # the recipe's bf16 was turned off on this CPU: so are its bfloat16 frozen weights
+            logger.warning("frozen_weights_dtype: bfloat16 frozen weights need bf16 compute, which this CPU lacks: they stay float32 "
+                           "(about twice their memory)")
+        else:
+            raise ValueError("frozen_weights_dtype='bfloat16' needs \"bf16\": true (bf16 autocast computes with the bfloat16 weights)")
 
     # 4. Model-ready datasets: token labels, audio read (and augmented) on the fly
     train_dataset, eval_dataset, test_dataset = data_args.model_ready_splits(splits, processor, training_args.seed)

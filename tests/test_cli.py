@@ -17,7 +17,7 @@ def cli(*args, check=True):
     return result
 
 
-@pytest.mark.parametrize("command", [[], ["synthesize"], ["generate-data"], ["recognize"], ["evaluate"], ["compare"], ["calibrate"]])
+@pytest.mark.parametrize("command", [[], ["synthesize"], ["generate-data"], ["recognize"], ["evaluate"], ["compare"], ["calibrate"], ["import-whisper"], ["serve"]])
 def test_every_subcommand_has_help(command):
     output = cli(*command, "--help").stdout
     assert output.startswith("usage: s2t-hf")
@@ -44,8 +44,8 @@ def test_generate_data_writes_dataset_and_manifests(tmp_path):
     lexicon = tmp_path / "drugs.txt"
     lexicon.write_text("metformin\nwarfarin\n")
     printed = cli(
-        "generate-data", "--lexicon", lexicon, "--voices", "espeak-ng:en-us", "espeak-ng:en-gb", "espeak-ng:en-us+f2",
-        "--validation-voices", "espeak-ng:en-gb", "--test-voices", "espeak-ng:en-us+f2", "-o", tmp_path / "data",
+        "generate-data", "--lexicon", lexicon, "--voices", "espeak-ng:en-us", "espeak-ng:en-gb", "espeak-ng:en-gb-scotland",
+        "--validation-voices", "espeak-ng:en-gb", "--test-voices", "espeak-ng:en-gb-scotland", "-o", tmp_path / "data",
     ).stdout
     assert "train: 2 clips" in printed and "test: 2 clips" in printed
     assert (tmp_path / "data" / "dataset" / "dataset_dict.json").is_file()

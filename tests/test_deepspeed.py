@@ -16,7 +16,7 @@ from .families import hubert_large_ft
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_recipe(tmp_path: Path, corpus_dir: Path, checkpoint: Path, **overrides) -> subprocess.CompletedProcess:
+def run_recipe(tmp_path: Path, corpus_dir: Path, checkpoint: Path, env: dict | None = None, **overrides) -> subprocess.CompletedProcess:
     lexicon = tmp_path / "drugs.txt"
     lexicon.write_text("\n".join(TEST_NAMES) + "\n")
     recipe = {
@@ -41,8 +41,9 @@ def run_recipe(tmp_path: Path, corpus_dir: Path, checkpoint: Path, **overrides) 
     }
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    env = {key: value for key, value in __import__("os").environ.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    return subprocess.run([sys.executable, str(ROOT / "run_ctc.py"), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    inherited = {key: value for key, value in __import__("os").environ.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    return subprocess.run([sys.executable, str(ROOT / "run_ctc.py"), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**inherited, **(env or {})})
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -99,7 +100,8 @@ def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus_c
     require_program("espeak-ng")
     corpus_dir, _ = corpus_copy
     checkpoint = hubert_large_ft(tmp_path / "checkpoint")
-    result = run_recipe(tmp_path, corpus_dir, checkpoint, bf16=True, frozen_weights_dtype="bfloat16")
+    # bf16 kept on any CPU (emulated where it must be), so that this path is tested on every machine
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, env={"S2T_HF_CPU_BF16": "on"}, bf16=True, frozen_weights_dtype="bfloat16")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "frozen parameters stored as torch.bfloat16" in result.stderr
     from safetensors import safe_open
@@ -110,6 +112,20 @@ def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus_c
     frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
     assert frozen and all(torch.equal(after[name], before[name].to(torch.bfloat16).float()) for name in frozen)  # kept in bfloat16
     assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+
+
+def test_frozen_bf16_weights_fall_back_to_float32_with_bf16_on_a_cpu_without_it(tmp_path, corpus_copy):
+    """hubert.json asks for bf16 and bfloat16 frozen weights; a CPU without native bf16 turns both off and trains."""
+    require_program("espeak-ng")
+    corpus_dir, _ = corpus_copy
+    checkpoint = hubert_large_ft(tmp_path / "checkpoint")
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, env={"S2T_HF_CPU_BF16": "off"}, bf16=True, frozen_weights_dtype="bfloat16")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "training in fp32 instead" in result.stderr and "they stay float32" in result.stderr
+    assert "frozen parameters stored as" not in result.stderr
+    before, after = weights(checkpoint), weights(tmp_path / "model")
+    frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
+    assert frozen and all(torch.equal(after[name], before[name]) for name in frozen)  # untouched, not rounded to bfloat16
 
 
 def test_frozen_weights_dtype_without_bf16_is_a_clear_error(tmp_path, corpus_copy):

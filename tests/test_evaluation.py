@@ -48,6 +48,22 @@ def test_temperature_fitting_recovers_the_overconfidence_of_synthetic_scores():
     assert fit_temperature(true_logits, references) == pytest.approx(1.0, rel=0.1)
 
 
+def test_a_validation_with_almost_no_errors_keeps_temperature_1(caplog):
+    """All right at top 1: the likelihood keeps rising as the temperature falls, so a fit would run
+    to its bound and make wrong answers look certain later; with 5 errors it is fitted again."""
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(400, 50, generator=generator)
+    references = scores.argmax(dim=1).clone()
+    unguarded = torch.nn.functional.cross_entropy(scores / 0.02, references) < torch.nn.functional.cross_entropy(scores, references)
+    assert unguarded  # what the guard is for: the sharpest temperature fits such data best
+    references[:4] = (references[:4] + 1) % 50  # 4 errors: still too few
+    with caplog.at_level("WARNING", logger="s2t_hf.inference.calibration"):
+        assert fit_temperature(scores, references) == 1.0
+    assert "4 of 400 calibration clips are wrong" in caplog.text
+    references[4:40] = (references[4:40] + 1) % 50  # 40 errors: fitted
+    assert fit_temperature(scores, references) != 1.0
+
+
 def test_expected_calibration_error_and_margin_threshold_on_hand_made_values():
     assert expected_calibration_error(np.full(10, 0.9), np.array([1] * 9 + [0])) == pytest.approx(0.0)
     assert expected_calibration_error(np.full(10, 0.9), np.array([1] * 5 + [0] * 5)) == pytest.approx(0.4)
@@ -124,17 +140,23 @@ def negative_log_likelihood(scores: torch.Tensor, references: torch.Tensor, temp
 
 def assert_minimises_nll(temperature: float, scores: torch.Tensor, references: torch.Tensor) -> None:
     """The fitted temperature is a minimum of the true names' negative log-likelihood, computed here
-    independently: any other temperature (nearby, 1, or far) fits no better."""
+    independently: any other temperature (nearby, 1, or far) fits no better; with too few top-1
+    errors to fit one, it is 1."""
+    from s2t_hf.inference.calibration import MIN_ERRORS_TO_FIT_TEMPERATURE
+
+    if int((scores.argmax(dim=1) != references).sum()) < MIN_ERRORS_TO_FIT_TEMPERATURE:
+        assert temperature == 1.0
+        return
     best = negative_log_likelihood(scores, references, temperature)
     for other in [temperature * 0.9, temperature * 1.1, 1.0, temperature / 3, temperature * 3]:
         assert best <= negative_log_likelihood(scores, references, other) + 1e-6, (temperature, other)
 
 
 def test_fit_calibration_saves_and_loads(tmp_path):
-    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 0.9, -2.0], [0.0, -1.0, 2.5]])
-    references = torch.tensor([0, 1, 1, 2])
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 0.9, -2.0], [0.0, -1.0, 2.5]]).repeat(5, 1)
+    references = torch.tensor([0, 1, 1, 2]).repeat(5)  # row 2 is wrong: 5 errors, enough to fit a temperature
     calibration = fit_calibration(scores, references, scores.max(-1).values + 0.1, fitted_on="test")
-    assert calibration.clips == 4 and calibration.fitted_on == "test"
+    assert calibration.clips == 20 and calibration.fitted_on == "test" and calibration.temperature != 1.0
     assert_minimises_nll(calibration.temperature, scores, references)
     assert 0.1 < calibration.ambiguity_margin  # the one error (row 2) has the smallest margin
     calibration.save(tmp_path)

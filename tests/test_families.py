@@ -58,6 +58,7 @@ def fine_tuned(request, tmp_path_factory, corpus):
     recipe = read_recipe(ROOT / "recipes" / f"{request.param}.json")  # with its base recipe's keys merged in
     recipe.update(
         lexicon=str(lexicon),
+        extra_lexicon=None,  # the six test names only
         voices=["espeak-ng:en-us", "espeak-ng:en-gb+f2", "espeak-ng:en-us+m3@r1.2", "flite:slt", "flite:kal16"],
         validation_voices=["flite:kal16"],
         test_voices=["flite:slt"],

@@ -43,7 +43,7 @@ def test_synthesis_killed_half_way_resumes_and_keeps_every_finished_clip(tmp_pat
     lexicon_file.write_text("".join(entry.name + "\n" for entry in names))
     data = tmp_path / "data"
     command = [sys.executable, "-m", "s2t_hf.cli", "generate-data", "--lexicon", lexicon_file, "--voices", "espeak-ng:en-us",
-               "espeak-ng:en-gb", "espeak-ng:en-us+f2", "--validation-voices", "espeak-ng:en-gb", "--test-voices", "espeak-ng:en-us+f2",
+               "espeak-ng:en-gb", "espeak-ng:en-gb-scotland", "--validation-voices", "espeak-ng:en-gb", "--test-voices", "espeak-ng:en-gb-scotland",
                "--workers", "2", "-o", data]
     process = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True, start_new_session=True)
     def finished_clips() -> list[Path]:

@@ -15,6 +15,7 @@ SAPPHIRE_RAPIDS = AVX2_ONLY | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 def no_isa_limits(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("S2T_HF_CPU_BF16", raising=False)
 
 
 def cpu_args(tmp_path, bf16=True):
@@ -51,6 +52,19 @@ def test_kernel_limits_set_by_the_user_count_as_no_native_bf16(monkeypatch):
     assert not cpu_has_native_bf16(SAPPHIRE_RAPIDS)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert cpu_has_native_bf16(SAPPHIRE_RAPIDS)
+
+
+def test_the_override_keeps_or_refuses_bf16_whatever_the_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("S2T_HF_CPU_BF16", "on")
+    assert cpu_has_native_bf16(AVX2_ONLY)
+    args = cpu_args(tmp_path)
+    settle_cpu_precision(args, AVX2_ONLY)
+    assert args.bf16
+    monkeypatch.setenv("S2T_HF_CPU_BF16", "off")
+    assert not cpu_has_native_bf16(SAPPHIRE_RAPIDS)
+    monkeypatch.setenv("S2T_HF_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="S2T_HF_CPU_BF16='yes': use on, off or auto"):
+        cpu_has_native_bf16(SAPPHIRE_RAPIDS)
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):

@@ -78,12 +78,15 @@ def greedy_generate(model, inputs: dict, max_new_tokens: int | None = None) -> t
 
 @torch.no_grad()
 def transcribe_and_score(
-    model, ranker, features: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int | None = None, top_k: int | None = None
+    model, ranker, features: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int | None = None, top_k: int | None = None,
+    encoder_outputs=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From one encoder pass: greedy transcript ids, every name's score (batch, names) and the
-    score of each clip's own transcript (batch,). `top_k`: the names a pruned ranker (Whisper's)
-    must score exactly; the others may be left at -inf."""
-    encoder_outputs = model.get_encoder()(input_features=features, attention_mask=mask)
+    """From one encoder pass (or `encoder_outputs` already computed for `features`): greedy
+    transcript ids, every name's score (batch, names) and the score of each clip's own transcript
+    (batch,). `top_k`: the names a pruned ranker (Whisper's) must score exactly; the others may
+    be left at -inf."""
+    if encoder_outputs is None:
+        encoder_outputs = model.get_encoder()(input_features=features, attention_mask=mask)
     generated = greedy_generate(model, {"encoder_outputs": encoder_outputs, "attention_mask": mask}, max_new_tokens)
     hidden = encoder_outputs.last_hidden_state
     if not isinstance(ranker, Seq2SeqRanker):  # Whisper: a fixed window, attended to whole (the model ignores masks)

@@ -4,6 +4,9 @@ On a CPU without bf16 instructions (AVX2 only: no `avx512_bf16`, no AMX), PyTorc
 autocast: a training step of the quickstart model measured 4.2 s instead of 0.48 s in fp32. A
 recipe's `"bf16": true` therefore means "bf16 where it is fast": on such a CPU the run falls back
 to fp32 with a one-line notice. GPUs are left to the recipe and Trainer.
+
+`S2T_HF_CPU_BF16=on` keeps bf16 on any CPU (emulated where need be: to measure it, or to test
+the bf16 path on any machine); `off` never uses it; unset (or `auto`) decides by the CPU.
 """
 
 from __future__ import annotations
@@ -29,9 +32,18 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
+CPU_BF16_SETTING = "S2T_HF_CPU_BF16"
+
+
 def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     """Whether this CPU runs bf16 natively, honouring the limits a user can put on PyTorch's
-    kernels (ATEN_CPU_CAPABILITY=avx2/default, ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16)."""
+    kernels (ATEN_CPU_CAPABILITY=avx2/default, ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16) and
+    the `S2T_HF_CPU_BF16` override (on / off)."""
+    setting = os.environ.get(CPU_BF16_SETTING, "auto").lower()
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"{CPU_BF16_SETTING}={setting!r}: use on, off or auto")
+    if setting != "auto":
+        return setting == "on"
     if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"):
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
@@ -53,4 +65,4 @@ def settle_cpu_precision(args: TrainingArguments, flags: set[str] | None = None)
         args.bf16 = False
         args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").replace("bf16", "no")  # what Trainer hands Accelerate
         logger.warning("bf16: this CPU has no native bf16 (no avx512_bf16/amx_bf16 flag), where PyTorch emulates it about 9x "
-                       "slower: training in fp32 instead")
+                       "slower: training in fp32 instead (S2T_HF_CPU_BF16=on keeps it)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
 import torch
+from datasets import Dataset
 from transformers import Seq2SeqTrainer, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -35,9 +35,6 @@ class LengthsFromColumn:
     augment and featurise the clip (for Whisper's 27k training clips, minutes before step 1)."""
 
     def _get_train_sampler(self, train_dataset=None):
-        from datasets import Dataset
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         dataset = self.train_dataset if train_dataset is None else train_dataset
         column = self.args.length_column_name
         if self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, Dataset) or column not in dataset.column_names:
@@ -78,13 +75,15 @@ class Seq2SeqRankingTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInM
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         inputs = model_inputs(self._prepare_inputs(inputs))
         labels = inputs.get("labels")
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs).detach() if labels is not None else None
+        unwrapped = self.accelerator.unwrap_model(model)
+        features, mask = inputs["input_features"], inputs.get("attention_mask")
+        with torch.no_grad():  # one encoder pass serves the loss, the transcript and the ranking
+            encoder_outputs = unwrapped.get_encoder()(input_features=features, attention_mask=mask)
+            loss = self.compute_loss(model, {**inputs, "encoder_outputs": encoder_outputs}).detach() if labels is not None else None
         if prediction_loss_only:
             return loss, None, None
-        features = inputs["input_features"]
         generated, scores, _ = transcribe_and_score(
-            self.accelerator.unwrap_model(model), self.ranker, features, inputs.get("attention_mask"), self.max_new_tokens, max(TOP_KS)
+            unwrapped, self.ranker, features, mask, self.max_new_tokens, max(TOP_KS), encoder_outputs=encoder_outputs
         )
         return loss, (top_candidates(scores, RANKED_FOR_METRICS).indices.to(features.device), generated), labels
 
@@ -93,15 +92,6 @@ class CTCTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInModelCard, T
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
         super().__init__(*args, **kwargs)
         self.ranker = ranker
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        column = self.args.length_column_name
-        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset) and column in dataset.column_names:
-            # datasets 5 returns a lazy Column whose per-item lookups made each step several times slower
-            lengths = dataset.with_format(None)[column][:]
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=list(lengths))
-        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
