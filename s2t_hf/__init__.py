@@ -4,7 +4,7 @@
 training, evaluation and speech synthesis load when their modules are imported. The package is
 layered, each layer importing only those before it:
 
-    text, audio -> speech -> models -> decoding -> inference -> evaluation -> training -> cli
+    text, audio -> speech -> models -> decoding -> inference -> serving -> evaluation -> training -> cli
 """
 
 from importlib import import_module

@@ -1,4 +1,4 @@
-"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate, compare, calibrate."""
+"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate, compare, calibrate, import-whisper, serve."""
 
 from __future__ import annotations
 
@@ -148,6 +148,29 @@ def cmd_import_whisper(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .serving import ServeSettings, create_app
+    except ImportError as error:
+        print(f"s2t-hf serve: error: {error.name} is not installed; pip install 's2t-hf[serve]' (scripts/setup.sh installs it)", file=sys.stderr)
+        return 2
+    import os
+
+    api_key = args.api_key or os.environ.get("S2T_HF_API_KEY") or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logger.warning("serving on %s without an API key: anyone who reaches this port can use the model (set --api-key)", args.host)
+    settings = ServeSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds, api_key=api_key,
+    )
+    app = create_app(load_recogniser(args), settings)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning", access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2t-hf", description="Recognise spoken drug names with speech models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -202,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     whisper.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     whisper.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights' dtype (default float32)")
     whisper.set_defaults(run=cmd_import_whisper)
+
+    serve = commands.add_parser("serve", help="an HTTP API and a page for a model, with dynamic batching")
+    serve.add_argument("model", help="a model folder written by run_ctc.py / run_seq2seq.py, a Hub id, or packaged:whisper-tiny.en")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--lexicon", default=None, help="names to rank (default: the model's own lexicon.txt)")
+    serve.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    serve.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load")
+    serve.add_argument("--max-batch", type=int, default=16, help="clips in one forward pass (default 16; 1 turns batching off)")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a clip waits for others to batch with (default 10)")
+    serve.add_argument("--max-queue", type=int, default=64, help="clips allowed to wait; beyond it requests get 503 (default 64)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted (default 10 MB)")
+    serve.add_argument("--max-seconds", type=float, default=30.0, help="longest recording accepted (default 30 s)")
+    serve.add_argument("--api-key", default=None, help="require this key (X-API-Key or Authorization: Bearer) on /v1/*; default $S2T_HF_API_KEY")
+    serve.set_defaults(run=cmd_serve)
 
     compare = commands.add_parser("compare", help="several models on one manifest: one table, cached predictions, an optional report")
     compare.add_argument("models", nargs="+", help="model folders written by run_ctc.py / run_seq2seq.py, or Hub ids")

@@ -35,7 +35,7 @@ def test_int16_arrays_are_scaled():
     [
         (lambda d: d / "missing.wav", "does not exist"),
         (lambda d: (d / "text.wav").write_text("not audio") and d / "text.wav", "cannot be read as audio"),
-        (lambda d: (d / "empty.wav").write_bytes(b"") or d / "empty.wav", "cannot be read as audio"),
+        (lambda d: (d / "empty.wav").write_bytes(b"") or d / "empty.wav", "the file is empty"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, make, message):

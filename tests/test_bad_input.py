@@ -43,7 +43,7 @@ def write(folder, name, audio, rate=RATE, **kwargs):
 
 # class -> (make the file, what must happen: None = recognised, else the AudioError reason)
 AUDIO_CLASSES = {
-    "empty file": (lambda d: put(d, "empty.wav", b""), "unreadable"),
+    "empty file": (lambda d: put(d, "empty.wav", b""), "empty"),
     "zero-length WAV": (lambda d: write(d, "zero.wav", np.zeros(0, np.float32)), "empty"),
     "all silent": (lambda d: write(d, "silent.wav", np.zeros(RATE, np.float32)), "silent"),
     "NaN samples": (lambda d: write(d, "nan.wav", np.where(np.arange(RATE) % 100 == 0, np.nan, speech_like(1.0)).astype(np.float32), subtype="FLOAT"), "non-finite"),
@@ -102,7 +102,7 @@ def test_training_audit_drops_and_counts_each_bad_clip_at_the_start(tmp_path, ca
     assert kept_paths == {str(paths[c]) for c, (_, expected) in AUDIO_CLASSES.items() if expected is None}
     summary = next(record.message for record in caplog.records if "clips checked" in record.message)
     assert f"{len(paths)} clips checked" in summary
-    expected = [("missing", 1), ("empty", 1), ("unreadable", 4), ("silent", 1), ("too-short", 1), ("too-long", 1), ("non-finite", 2), ("clipped (kept)", 1)]
+    expected = [("missing", 1), ("empty", 2), ("unreadable", 3), ("silent", 1), ("too-short", 1), ("too-long", 1), ("non-finite", 2), ("clipped (kept)", 1)]
     for reason, count in expected:
         assert f"{reason}: {count}" in summary, reason
 

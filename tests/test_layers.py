@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "s2t_hf"
 # each layer may import only itself and the layers before it
-LAYERS = ["text", "audio", "speech", "models", "decoding", "inference", "evaluation", "training", "cli"]
+LAYERS = ["text", "audio", "speech", "models", "decoding", "inference", "serving", "evaluation", "training", "cli"]
 BOTTOM = {"text", "audio"}  # one level: neither imports the other
 
 

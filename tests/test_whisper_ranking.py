@@ -330,9 +330,10 @@ def test_results_list_only_the_names_the_search_ranked():
     from s2t_hf.inference.recognizer import S2T, BatchScores
     from s2t_hf.text.lexicon import DrugName
 
-    recogniser = S2T.__new__(S2T)  # results() needs only the lexicon and the calibration
+    recogniser = S2T.__new__(S2T)  # results() needs only the lexicon, the calibration and the sound-alike partners
     recogniser.lexicon = [DrugName(name, name) for name in ("abacavir", "baclofen", "captopril", "dapsone")]
     recogniser.calibration = Calibration()
+    recogniser.sound_alike = {}
     inf = float("inf")
     batch = BatchScores(["abacavir"], torch.tensor([[-0.1, -inf, -3.0, -inf]]), torch.tensor([-0.1]))
     (result,) = recogniser.results(batch, top_k=5)

@@ -68,6 +68,8 @@ def load_audio(source: AudioInput, sampling_rate: int | None = None, target_rate
         if not Path(source).is_file():
             raise AudioError(f"audio file {what!r} does not exist", "missing")
         handle = source
+    if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
+        raise AudioError(f"{what}: the file is empty (0 bytes); record or export it again", "empty")
     try:
         audio, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:

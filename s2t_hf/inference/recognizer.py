@@ -31,6 +31,7 @@ from ..models.hub import hub_options, model_revision
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
 from ..models.whisper import resolve_packaged
 from ..text.lexicon import DrugName
+from ..text.sound_alike import partners_in_lexicon
 from ..text.vocabulary import apply_spelling_policy, encode_labels
 from .calibration import Calibration
 from .model_files import model_calibration, model_lexicon
@@ -51,6 +52,7 @@ class Recognition:
     candidates: list[Candidate] = field(default_factory=list)
     ambiguous: bool = False  # the best two names are too close to tell apart (margin under the fitted threshold)
     out_of_lexicon: bool = False  # only when asked for: the audio fits no lexicon name as well as its own transcript
+    sound_alike_partners: list[str] = field(default_factory=list)  # known confusable partners (FDA/ISMP) of the best name, in the lexicon
 
     @property
     def decision(self) -> str | None:
@@ -63,6 +65,7 @@ class Recognition:
             "decision": self.decision,
             "ambiguous": self.ambiguous,
             "out_of_lexicon": self.out_of_lexicon,
+            "sound_alike_partners": self.sound_alike_partners,
             "candidates": [{"name": c.name, "score": c.score, "probability": c.probability} for c in self.candidates],
         }
 
@@ -75,6 +78,10 @@ class BatchScores:
     transcripts: list[str]
     scores: torch.Tensor
     transcript_scores: torch.Tensor
+
+    def select(self, rows: list[int]) -> "BatchScores":
+        """The same scores for some of the clips (a server answers each caller from a shared batch)."""
+        return BatchScores([self.transcripts[row] for row in rows], self.scores[rows], self.transcript_scores[rows])
 
 
 class S2T:
@@ -89,6 +96,10 @@ class S2T:
         self.max_seconds = max_seconds  # a drug name takes seconds; longer input is a wrong file, not a name
         self.processor = processor
         self.lexicon = lexicon
+        by_label = {entry.label: entry.name for entry in lexicon}
+        self.sound_alike = {
+            by_label[label]: sorted(by_label[other] for other in others) for label, others in partners_in_lexicon(by_label).items()
+        }
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -175,6 +186,7 @@ class S2T:
                 candidates,
                 ambiguous=self.calibration.is_ambiguous(margin),
                 out_of_lexicon=allow_out_of_lexicon and self.calibration.is_out_of_lexicon(gap),
+                sound_alike_partners=list(self.sound_alike.get(candidates[0].name, [])) if candidates else [],
             ))
         return results
 
