@@ -112,7 +112,10 @@ async def post(client: httpx.AsyncClient, name: str, data: bytes) -> tuple[int, 
 
 def percentiles(latencies: list[float]) -> dict:
     ms = sorted(1000 * value for value in latencies)
-    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 1)
+
+    def pick(q: float) -> float:
+        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1)
+
     return {"p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "mean_ms": round(statistics.fmean(ms), 1)}
 
 

@@ -181,7 +181,7 @@ def test_one_batch_answers_each_caller_with_its_own_result(recogniser, clips):
     finally:
         batcher.stop()
     assert batcher.stats.largest_batch == len(audio)
-    for mine, reference in zip(answers, alone):
+    for mine, reference in zip(answers, alone, strict=True):
         assert mine.transcript == reference.transcript
         assert [c.name for c in mine.candidates] == [c.name for c in reference.candidates]
         np.testing.assert_allclose([c.score for c in mine.candidates], [c.score for c in reference.candidates], atol=1e-3)

@@ -90,7 +90,8 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
         if response is None:
             response = await call_next(request)
         response.headers[REQUEST_ID_HEADER] = request_id
-        logger.info("%s %s %s -> %d in %.1f ms", request_id, request.method, request.url.path, response.status_code, 1000 * (time.perf_counter() - started))
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        logger.info("%s %s %s -> %d in %.1f ms", request_id, request.method, request.url.path, response.status_code, elapsed_ms)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -129,7 +130,7 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
     async def recognize(
         audio: Annotated[UploadFile, File(description="the recording: wav, flac, ogg or mp3; any rate, mono or stereo")],
         top_k: Annotated[int, Query(ge=1, le=settings.max_top_k, description="how many names to list")] = 5,
-        allow_out_of_lexicon: Annotated[bool, Query(description="decision null when no name fits the audio nearly as well as its transcript")] = False,
+        allow_out_of_lexicon: Annotated[bool, Query(description="decision null when no name fits as well as the transcript")] = False,
     ):
         """Rank the lexicon's names for one recording: the JSON of `s2t-hf recognize --json`."""
         name = audio.filename or "upload"
@@ -143,7 +144,8 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
         try:
             future = batcher.submit(clip, top_k, allow_out_of_lexicon)
         except QueueFull as error:
-            return error_response(503, "busy", f"{error}; retry in {settings.retry_after_s} s", headers={"Retry-After": str(settings.retry_after_s)})
+            retry = str(settings.retry_after_s)
+            return error_response(503, "busy", f"{error}; retry in {retry} s", headers={"Retry-After": retry})
         result = await asyncio.wrap_future(future)
         return {"path": name, **result.to_dict()}
 

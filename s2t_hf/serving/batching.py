@@ -52,7 +52,8 @@ class DynamicBatcher:
 
     def __init__(self, recogniser: S2T, max_batch: int = 16, max_wait_ms: float = 10.0, max_queue: int = 64):
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be at least 1 and max_wait_ms ({max_wait_ms}) not negative")
+            raise ValueError(f"max_batch ({max_batch}) and max_queue ({max_queue}) must be at least 1, "
+                             f"and max_wait_ms ({max_wait_ms}) not negative")
         self.recogniser = recogniser
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -117,7 +118,7 @@ class DynamicBatcher:
                 for job in jobs:
                     job.future.set_exception(error)
                 continue
-            for job, result in zip(jobs, results):
+            for job, result in zip(jobs, results, strict=True):
                 job.future.set_result(result)
 
     def run(self, jobs: list[Job]) -> list[Recognition]:
