@@ -96,36 +96,38 @@ def test_gradient_checkpointing_trains(tmp_path, corpus_copy):
     assert_trained(tmp_path, checkpoint, trained_layers=[0, 1])  # gradients reach the checkpointed layers
 
 
-def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus_copy):
+def train_with_frozen_bf16_weights(tmp_path, corpus_copy, cpu_bf16: str):
+    """hubert.json's settings (bf16, bfloat16 frozen weights) with S2T_HF_CPU_BF16=`cpu_bf16`: the run's
+    stderr, the checkpoint's and the saved model's weights, and the names of the frozen ones."""
     require_program("espeak-ng")
     corpus_dir, _ = corpus_copy
     checkpoint = hubert_large_ft(tmp_path / "checkpoint")
-    # bf16 kept on any CPU (emulated where it must be), so that this path is tested on every machine
-    result = run_recipe(tmp_path, corpus_dir, checkpoint, env={"S2T_HF_CPU_BF16": "on"}, bf16=True, frozen_weights_dtype="bfloat16")
+    result = run_recipe(tmp_path, corpus_dir, checkpoint, env={"S2T_HF_CPU_BF16": cpu_bf16}, bf16=True, frozen_weights_dtype="bfloat16")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "frozen parameters stored as torch.bfloat16" in result.stderr
+    before, after = weights(checkpoint), weights(tmp_path / "model")
+    frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
+    assert frozen
+    return result.stderr, before, after, frozen
+
+
+def test_frozen_weights_in_bfloat16_train_and_save_as_float32(tmp_path, corpus_copy):
+    # bf16 kept on any CPU (emulated where it must be), so that this path is tested on every machine
+    stderr, before, after, frozen = train_with_frozen_bf16_weights(tmp_path, corpus_copy, cpu_bf16="on")
+    assert "frozen parameters stored as torch.bfloat16" in stderr
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as saved:
         assert {str(saved.get_slice(name).get_dtype()) for name in saved.keys()} == {"F32"}
-    before, after = weights(checkpoint), weights(tmp_path / "model")
-    frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
-    assert frozen and all(torch.equal(after[name], before[name].to(torch.bfloat16).float()) for name in frozen)  # kept in bfloat16
+    assert all(torch.equal(after[name], before[name].to(torch.bfloat16).float()) for name in frozen)  # kept in bfloat16
     assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
 
 
 def test_frozen_bf16_weights_fall_back_to_float32_with_bf16_on_a_cpu_without_it(tmp_path, corpus_copy):
     """hubert.json asks for bf16 and bfloat16 frozen weights; a CPU without native bf16 turns both off and trains."""
-    require_program("espeak-ng")
-    corpus_dir, _ = corpus_copy
-    checkpoint = hubert_large_ft(tmp_path / "checkpoint")
-    result = run_recipe(tmp_path, corpus_dir, checkpoint, env={"S2T_HF_CPU_BF16": "off"}, bf16=True, frozen_weights_dtype="bfloat16")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "training in fp32 instead" in result.stderr and "they stay float32" in result.stderr
-    assert "frozen parameters stored as" not in result.stderr
-    before, after = weights(checkpoint), weights(tmp_path / "model")
-    frozen = [name for name in before if not name.startswith(("lm_head.", "hubert.encoder.layers.1."))]
-    assert frozen and all(torch.equal(after[name], before[name]) for name in frozen)  # untouched, not rounded to bfloat16
+    stderr, before, after, frozen = train_with_frozen_bf16_weights(tmp_path, corpus_copy, cpu_bf16="off")
+    assert "training in fp32 instead" in stderr and "they stay float32" in stderr
+    assert "frozen parameters stored as" not in stderr
+    assert all(torch.equal(after[name], before[name]) for name in frozen)  # untouched, not rounded to bfloat16
 
 
 def test_frozen_weights_dtype_without_bf16_is_a_clear_error(tmp_path, corpus_copy):

@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .. import __version__
 from ..audio.reading import AudioError, read_usable_audio
 from ..inference.recognizer import S2T
 from .batching import DynamicBatcher, QueueFull
@@ -73,7 +74,7 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
     app = FastAPI(
         title="s2t-hf",
         summary="Spoken drug names in, ranked and calibrated lexicon names out",
-        version=_version(),
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.batcher = batcher
@@ -179,9 +180,3 @@ def warm_up_clip():
     import numpy as np
 
     return (0.01 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
