@@ -25,6 +25,7 @@ from s2t_hf.models.loading import load_seq2seq_model
 from s2t_hf.models.whisper import is_whisper
 from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
+from s2t_hf.training.distributed import writer_first
 from s2t_hf.training.report import evaluate_and_report
 from s2t_hf.training.trainers import Seq2SeqRankingTrainer, train_and_save
 
@@ -59,8 +60,8 @@ def main() -> None:
 
     # 2. Lexicon, synthetic speech and voice-disjoint splits
     lexicon = data_args.read_lexicon()
-    with training_args.main_process_first(desc="synthesis"):
-        splits = data_args.synthesize_and_split(lexicon)
+    with writer_first(training_args, "synthesis") as writer:  # one process synthesises; the others read its splits
+        splits = data_args.synthesize_and_split(lexicon, writer)
     if data_args.preprocessing_only:
         logger.info("data ready in %s", data_args.data_dir)
         return

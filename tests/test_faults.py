@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import soundfile
 
@@ -23,7 +25,8 @@ from .test_run_ctc import ROOT, write_recipe
 
 
 def kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> None:
-    """SIGKILL the process (and its children) as soon as `ready()` holds."""
+    """SIGKILL the process and every process under it as soon as `ready()` holds (a launcher's
+    workers run in sessions of their own: killing the process group alone would leave them)."""
     deadline = time.time() + timeout
     while not ready():
         if process.poll() is not None:
@@ -32,8 +35,13 @@ def kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> None:
             process.kill()
             raise AssertionError("the run never reached the point to kill it at")
         time.sleep(0.05)
+    descendants = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
     process.wait()
+    psutil.wait_procs(descendants, timeout=30)
 
 
 def test_synthesis_killed_half_way_resumes_and_keeps_every_finished_clip(tmp_path):

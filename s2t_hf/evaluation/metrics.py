@@ -50,7 +50,7 @@ def build_compute_metrics(lexicon: list[DrugName], tokenizer: PreTrainedTokenize
     (top-k lexicon indices by model likelihood, greedy output ids).
 
     Reports top1..top5 by likelihood, fuzzy_top1..5 (greedy transcript + rapidfuzz, the
-    baseline) and cer of the greedy transcript.
+    baseline), cer of the greedy transcript, and how many clips were counted.
     """
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         ranked, greedy_ids = prediction.predictions
@@ -60,6 +60,7 @@ def build_compute_metrics(lexicon: list[DrugName], tokenizer: PreTrainedTokenize
         fuzzy = top_k_accuracy(names_of(fuzzy_rank(transcripts, lexicon, top_k=max(TOP_KS)), lexicon), references)
         metrics.update({f"fuzzy_{key}": value for key, value in fuzzy.items()})
         metrics["cer"] = character_error_rate(references, transcripts)
+        metrics["clips"] = len(references)  # with several processes: each clip once, not the sampler's repeats
         return metrics
 
     return compute_metrics

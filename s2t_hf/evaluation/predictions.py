@@ -3,7 +3,8 @@
 `predict_manifest` runs the model once per clip (optionally with noise added at a fixed SNR)
 and returns one prediction record per clip: its ten best names with scores and calibrated
 probabilities, the free transcript and that transcript's own score. `calibrate_recogniser`
-fits a `Calibration` on held-out rows.
+fits a `Calibration` on held-out rows (`calibration_scores` + `fit_on_scores`, which several
+processes can share).
 """
 
 from __future__ import annotations
@@ -79,23 +80,45 @@ def predict_manifest(
     return records, errors
 
 
+def calibration_scores(
+    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, progress: bool = True
+) -> list[tuple[int, list[float], int, float]]:
+    """What a calibration is fitted on, one entry per usable row: (the row's position, its score
+    for every lexicon name, the index of its true name, its transcript's own score).
+    Unreadable clips and names outside the lexicon are skipped."""
+    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
+    scored, errors = [], []
+    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, "calibrating", progress):
+        in_lexicon = [(position, index_of[label], clip) for position, _, label, clip in batch_rows if label in index_of]
+        if in_lexicon:
+            batch = recogniser.score_batch([clip for _, _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
+            for (position, reference, _), scores, own in zip(in_lexicon, batch.scores.tolist(), batch.transcript_scores.tolist()):
+                scored.append((position, scores, reference, own))
+    return scored
+
+
+def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: str) -> Calibration:
+    """Fit a `Calibration` on `calibration_scores` entries (from one process or gathered from several)."""
+    if not scored:
+        raise ValueError("no readable clip with a lexicon name to calibrate on")
+    scored = sorted(scored, key=lambda entry: entry[0])  # the rows' order, however the work was split
+    return fit_calibration(
+        torch.tensor([scores for _, scores, _, _ in scored]),
+        torch.tensor([reference for _, _, reference, _ in scored]),
+        torch.tensor([own for _, _, _, own in scored]),
+        fitted_on,
+    )
+
+
 def calibrate_recogniser(
     recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation", progress: bool = True
 ) -> Calibration:
     """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out voices.
     Unreadable clips and names outside the lexicon are skipped."""
-    index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
-    scores, references, transcript_scores, errors = [], [], [], []
-    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, "calibrating", progress):
-        in_lexicon = [(index_of[label], clip) for _, _, label, clip in batch_rows if label in index_of]
-        if in_lexicon:
-            batch = recogniser.score_batch([clip for _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
-            scores.append(batch.scores)
-            transcript_scores.append(batch.transcript_scores)
-            references.extend(index for index, _ in in_lexicon)
-    if not references:
+    scored = calibration_scores(recogniser, rows, batch_size, progress)
+    if not scored:
         raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
-    return fit_calibration(torch.cat(scores), torch.tensor(references), torch.cat(transcript_scores), fitted_on)
+    return fit_on_scores(scored, fitted_on)
 
 
 def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 16, progress: bool = False) -> dict:

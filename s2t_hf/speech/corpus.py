@@ -1,14 +1,15 @@
 """From a lexicon and voices to a cached, speaker-disjoint corpus on disk.
 
 `build_corpus` synthesises (cached) every name with every voice, splits by speaker, and saves
-the `DatasetDict` and one manifest per split under the data folder.
+the `DatasetDict` and one manifest per split under the data folder; `load_corpus` reads back
+what it saved (the other processes of a multi-process run, which must not write).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import DatasetDict
+from datasets import DatasetDict, load_from_disk
 
 from ..text.lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
@@ -38,3 +39,12 @@ def build_corpus(
     for split in splits:  # per-split manifests, e.g. for `s2t-hf evaluate MODEL --manifest data/.../manifest-test.tsv`
         write_manifest([clip for clip in clips if assignment[clip.speaker] == split], Path(data_dir) / f"manifest-{split}.tsv")
     return splits
+
+
+def load_corpus(data_dir: str | Path) -> DatasetDict:
+    """The `DatasetDict` `build_corpus` saved under `data_dir`, held in memory: `map` on it then
+    writes no cache files into the folder (a reader must leave the writer's folder as it is)."""
+    folder = Path(data_dir) / DATASET_FOLDER
+    if not (folder / "dataset_dict.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no saved DatasetDict: build_corpus (or s2t-hf generate-data) writes it")
+    return load_from_disk(str(folder), keep_in_memory=True)

@@ -21,10 +21,11 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..audio.augmentation import build_augmenter
-from ..speech.corpus import build_corpus
+from ..speech.corpus import build_corpus, load_corpus
 from ..speech.tts import parse_voices
 from ..text.lexicon import DEFAULT_LEXICON, DrugName, load_lexicon
 from .data import prepare_for_training
+from .distributed import ProcessGroupError, check_process_group
 from .precision import settle_cpu_precision
 from .preflight import check_free_space, check_writable, corpus_bytes
 
@@ -110,9 +111,12 @@ class DataTrainingArguments:
     def read_lexicon(self) -> list[DrugName]:
         return load_lexicon(self.lexicon, limit=self.max_lexicon_names, extra=self.extra_lexicon)
 
-    def synthesize_and_split(self, lexicon: list[DrugName]) -> DatasetDict:
+    def synthesize_and_split(self, lexicon: list[DrugName], writer: bool = True) -> DatasetDict:
         """Synthesise (cached) every name with every voice and split by voice, after checking
-        that data_dir is writable and has room for the clips."""
+        that data_dir is writable and has room for the clips. A process that is not the
+        `writer` of a multi-process run reads the splits the writer saved instead."""
+        if not writer:
+            return load_corpus(self.data_dir)
         check_writable(self.data_dir, "data_dir")
         check_free_space(self.data_dir, corpus_bytes(len(lexicon), len(parse_voices(self.voices))), "data_dir")
         return build_corpus(
@@ -226,12 +230,17 @@ def start_run(training_args: TrainingArguments) -> str | None:
     import datasets
     import transformers
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(  # with several processes, one of them (per node) logs progress; the others only warnings
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
+    check_process_group(training_args)
     settle_cpu_precision(training_args)
-    check_writable(training_args.output_dir, "output_dir")  # before hours of synthesis, not after
+    if training_args.should_save:  # the one process that writes (see training/distributed.py)
+        check_writable(training_args.output_dir, "output_dir")  # before hours of synthesis, not after
     last_checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     if last_checkpoint:
         logging.getLogger(__name__).info("resuming from %s", last_checkpoint)
@@ -249,7 +258,7 @@ def run_with_clear_errors(main: typing.Callable[[], None], program: str) -> int:
 
     try:
         main()
-    except (RecipeError, LexiconError, TTSError, SplitError, AudioError, PreflightError) as error:
+    except (RecipeError, LexiconError, TTSError, SplitError, AudioError, PreflightError, ProcessGroupError) as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from datasets import Audio, Dataset, DatasetDict
+from accelerate.utils import gather_object
 from transformers import Trainer
 
 from ..evaluation.metrics import TOP_KS
@@ -98,8 +99,13 @@ class ReportInModelCard:
 def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset, max_samples: int | None = None) -> Calibration:
     """Fit probabilities and flags on a held-out split (its audio files and labels; a random
     `max_samples` of them) and save `calibration.json` beside the model, where
-    `S2T.from_pretrained` finds it."""
-    from ..evaluation.predictions import calibrate_recogniser  # evaluation -> inference -> seq2seq -> this module: imported when needed
+    `S2T.from_pretrained` finds it.
+
+    With several processes each scores an equal share of the clips (the last shares padded
+    with repeats, as the Trainer's evaluation does, so that every process runs as many batches:
+    ZeRO-3 needs all of them in every forward pass); the scores are gathered, repeats dropped,
+    and every process fits the same calibration on all of them."""
+    from ..evaluation.predictions import calibration_scores, fit_on_scores  # evaluation -> inference -> seq2seq -> this module
     from ..inference.recognizer import S2T
 
     if max_samples is not None and max_samples < len(split):
@@ -107,10 +113,20 @@ def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], spl
 
     sources = [audio["bytes"] or audio["path"] for audio in split.cast_column("audio", Audio(decode=False))["audio"]]
     rows = [{"path": source, "text": label} for source, label in zip(sources, split["label"])]
+    processes, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
+    share = -(-len(rows) // processes)
+    positions = [(rank + processes * step) % len(rows) for step in range(share)]  # this process's rows, wrapping round at the end
     recogniser = S2T(trainer.accelerator.unwrap_model(trainer.model), processor, lexicon)
-    calibration = calibrate_recogniser(recogniser, rows, batch_size=trainer.args.per_device_eval_batch_size, fitted_on="validation split")
+    scored = calibration_scores(
+        recogniser, [rows[position] for position in positions], batch_size=trainer.args.per_device_eval_batch_size,
+        progress=trainer.is_local_process_zero(),
+    )
+    scored = [(positions[index], *rest) for index, *rest in scored]  # positions in the whole split
+    if processes > 1:
+        scored = list({entry[0]: entry for entry in gather_object(scored)}.values())  # repeats dropped
+    calibration = fit_on_scores(scored, "validation split")
     trainer.model.train()
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save:
         calibration.save(trainer.args.output_dir)
     logger.info("calibration: %s", calibration)
     return calibration

@@ -43,6 +43,18 @@ class LengthsFromColumn:
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=list(lengths))
 
 
+class LossIsAlreadyAMean:
+    """Trainer mixin: the speech models' losses are means already (CTC, cross-entropy), whatever
+    the number of label tokens. Their `forward` takes `**kwargs`, from which `Trainer` concludes
+    that they normalise by its `num_items_in_batch` themselves: it then multiplies every loss by
+    the number of processes (eval_loss and gradients doubled on two processes) and stops dividing
+    it by the gradient-accumulation steps. Telling it they do not restores both."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+
+
 class NoPickleInOutputFolder:
     """Trainer mixin: the output folder (what `save_model` writes and `push_to_hub` uploads)
     holds `training_args.json`, never the Trainer's pickled `training_args.bin`. Checkpoint
@@ -61,7 +73,7 @@ class NoPickleInOutputFolder:
         return None
 
 
-class Seq2SeqRankingTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInModelCard, Seq2SeqTrainer):
+class Seq2SeqRankingTrainer(LossIsAlreadyAMean, LengthsFromColumn, NoPickleInOutputFolder, ReportInModelCard, Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluation returns (top-k lexicon indices, generated ids)."""
 
     def __init__(self, *args, ranker: Seq2SeqRanker, max_new_tokens: int | None = None, **kwargs):
@@ -71,6 +83,18 @@ class Seq2SeqRankingTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInM
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         return super().compute_loss(model, model_inputs(inputs), *args, **kwargs)
+
+    # Seq2SeqTrainer.evaluate/predict only gather generation kwargs (prediction_step below uses
+    # max_new_tokens) and switch the gathering to `accelerator.gather`, which keeps the clips the
+    # distributed sampler repeats to even out the last batch: with two processes a test split of 5
+    # clips was scored as 8. Trainer's own evaluate/predict gather with `gather_for_metrics`.
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        self._gen_kwargs = {}
+        return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        self._gen_kwargs = {}
+        return Trainer.predict(self, test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         inputs = model_inputs(self._prepare_inputs(inputs))
@@ -88,7 +112,7 @@ class Seq2SeqRankingTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInM
         return loss, (top_candidates(scores, RANKED_FOR_METRICS).indices.to(features.device), generated), labels
 
 
-class CTCTrainer(LengthsFromColumn, NoPickleInOutputFolder, ReportInModelCard, Trainer):
+class CTCTrainer(LossIsAlreadyAMean, LengthsFromColumn, NoPickleInOutputFolder, ReportInModelCard, Trainer):
     def __init__(self, *args, ranker: CTCRanker, **kwargs):
         super().__init__(*args, **kwargs)
         self.ranker = ranker
@@ -128,8 +152,9 @@ def train_and_save(trainer: Trainer, processor, lexicon: list[DrugName], resume_
     if any(parameter.dtype != torch.float32 for parameter in trainer.model.parameters()):
         trainer.model.float()  # frozen weights kept in bfloat16 for training are saved as float32
     trainer.save_model()  # NoPickleInOutputFolder writes training_args.json in place of the pickle
-    processor.save_pretrained(trainer.args.output_dir)
-    save_lexicon(lexicon, trainer.args.output_dir)
+    if trainer.args.should_save:  # one process writes (save_model, save_metrics and save_state check the same)
+        processor.save_pretrained(trainer.args.output_dir)
+        save_lexicon(lexicon, trainer.args.output_dir)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
