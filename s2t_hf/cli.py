@@ -35,10 +35,19 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_data(args: argparse.Namespace) -> int:
-    from .speech.corpus import DATASET_FOLDER, build_corpus
+    from .speech.corpus import DATASET_FOLDER, build_corpus, merge_shards, parse_shard, synthesize_shard
 
     lexicon = load_lexicon(args.lexicon, limit=args.max_names)
-    splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        clips = synthesize_shard(lexicon, args.voices, args.output, (index, count), args.workers)
+        print(f"shard {index}/{count}: {len(clips)} clips in {args.output}; once all {count} shards are done, run the same command "
+              "with --merge in place of --shard")
+        return 0
+    if args.merge:
+        splits = merge_shards(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed)
+    else:
+        splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers)
     for name, split in splits.items():
         print(f"{name}: {len(split)} clips, speakers: {', '.join(sorted(set(split['speaker'])))}")
     print(f"DatasetDict saved to {Path(args.output) / DATASET_FOLDER}; manifest: {Path(args.output) / 'manifest.tsv'}")
@@ -194,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--split-seed", type=int, default=0, help="seed for the default held-out speakers")
     data.add_argument("--workers", type=int, default=None, help="parallel synthesis workers (default: all cores)")
     data.add_argument("-o", "--output", required=True, help="folder for clips, manifest.tsv and the dataset")
+    sharding = data.add_mutually_exclusive_group()
+    sharding.add_argument("--shard", default=None, metavar="I/N",
+                          help="synthesise only the I-th of N disjoint parts (one machine's share, into shared storage); then --merge")
+    sharding.add_argument("--merge", action="store_true", help="build the manifest and DatasetDict from the N finished --shard runs")
     data.set_defaults(run=cmd_generate_data)
 
     for name, handler, helptext in [

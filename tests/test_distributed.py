@@ -30,11 +30,10 @@ def free_port() -> int:
     return loopback_port()
 
 
-def launch(script: str, recipe: Path, audit: Path | None = None, processes: int = 2, popen: bool = False):
-    """`accelerate launch --multi_gpu --num_processes N SCRIPT RECIPE`: on a machine without GPUs
-    (and a recipe with use_cpu) the processes form a gloo group, as the README documents."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+def launch(script: str, recipe: Path, audit: Path | None = None, popen: bool = False):
+    """`accelerate launch --config_file accelerate_configs/cpu-2-processes.yaml SCRIPT RECIPE`, as
+    the README documents: two processes that form a gloo group (the recipe has use_cpu)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_configs" / "cpu-2-processes.yaml"),
                "--main_process_port", str(free_port()), str(ROOT / script), str(recipe)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     if audit is not None:
@@ -164,3 +163,13 @@ def test_processes_that_never_joined_one_group_stop_with_the_fix(tmp_path):
     assert result.returncode != 0
     assert "the launcher started 2 processes" in result.stderr and '"use_cpu": true' in result.stderr
     assert not (tmp_path / "data").exists()  # refused before synthesising anything
+
+
+@pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "accelerate_configs").glob("*.yaml")))
+def test_every_shipped_accelerate_config_loads(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(ROOT / "accelerate_configs" / config))
+    assert loaded.num_processes >= loaded.num_machines >= 1
+    if loaded.deepspeed_config:
+        assert (ROOT / loaded.deepspeed_config["deepspeed_config_file"]).is_file()

@@ -3,17 +3,26 @@
 `build_corpus` synthesises (cached) every name with every voice, splits by speaker, and saves
 the `DatasetDict` and one manifest per split under the data folder; `load_corpus` reads back
 what it saved (the other processes of a multi-process run, which must not write).
+
+Large corpora are synthesised by several machines into shared storage: `synthesize_shard`
+makes one machine's part (`s2t-hf generate-data --shard I/N`) and leaves a receipt under
+`shards/`; `merge_shards` (`--merge`), once every receipt is there, builds the one manifest and
+`DatasetDict` an unsharded run would have built.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
 from ..text.lexicon import DrugName
 from .splits import assign_speakers, build_dataset_dict
-from .synthesis import synthesize_corpus, write_manifest
+from .synthesis import MANIFEST_NAME, Clip, collect_clips, synthesize_corpus, write_manifest
 from .tts import Voice, parse_voices
 
 DATASET_FOLDER = "dataset"
@@ -33,6 +42,13 @@ def build_corpus(
     split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
     parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
+    return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed)
+
+
+def split_and_save(
+    clips: list[Clip], data_dir: str | Path, validation_voices: list[str] | None, test_voices: list[str] | None, split_seed: int
+) -> DatasetDict:
+    """Split the clips by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
     assignment = assign_speakers([clip.speaker for clip in clips], validation_voices, test_voices, seed=split_seed)
     splits = build_dataset_dict(clips, data_dir, assignment)
     splits.save_to_disk(str(Path(data_dir) / DATASET_FOLDER))
@@ -48,3 +64,77 @@ def load_corpus(data_dir: str | Path) -> DatasetDict:
     if not (folder / "dataset_dict.json").is_file():
         raise FileNotFoundError(f"{folder} holds no saved DatasetDict: build_corpus (or s2t-hf generate-data) writes it")
     return load_from_disk(str(folder), keep_in_memory=True)
+
+
+SHARDS_FOLDER = "shards"
+SHARD_RECEIPT = re.compile(r"^(\d+)-of-(\d+)\.json$")
+
+
+class ShardError(ValueError):
+    """Shards that cannot be made or merged as asked."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/8' -> (2, 8): the second of eight shards, counted from 1."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ShardError(f"shard {text!r} must be I/N with 1 <= I <= N, e.g. 1/4 for the first of four machines")
+    return int(match[1]), int(match[2])
+
+
+def corpus_fingerprint(lexicon: list[DrugName], voices: list[Voice]) -> str:
+    """Names and voices a shard was made from: shards of different corpora must not be merged."""
+    text = "\n".join([*(entry.label for entry in lexicon), "--", *(voice.id for voice in voices)])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def synthesize_shard(
+    lexicon: list[DrugName], voices: list[str] | list[Voice], data_dir: str | Path, shard: tuple[int, int],
+    num_workers: int | None = None, progress: bool = True,
+) -> list[Clip]:
+    """Synthesise shard (i, n) of the corpus into `data_dir`, then write its receipt
+    (`shards/i-of-n.json`, last and atomically: a shard killed half-way has none, and rerunning
+    it synthesises only what is missing)."""
+    parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
+    clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress, shard=shard)
+    folder = Path(data_dir) / SHARDS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    receipt = folder / f"{shard[0]}-of-{shard[1]}.json"
+    partial = receipt.with_suffix(".partial")
+    partial.write_text(json.dumps({"shard": shard[0], "of": shard[1], "clips": len(clips), "corpus": corpus_fingerprint(lexicon, parsed)}) + "\n")
+    os.replace(partial, receipt)
+    return clips
+
+
+def merge_shards(
+    lexicon: list[DrugName], voices: list[str] | list[Voice], data_dir: str | Path,
+    validation_voices: list[str] | None = None, test_voices: list[str] | None = None, split_seed: int = 0,
+) -> DatasetDict:
+    """Build the corpus (manifest, splits, DatasetDict) from n finished shards of `data_dir`,
+    exactly as `build_corpus` would from one machine; refuses while a shard is missing or when
+    a shard was made from other names or voices."""
+    parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
+    folder = Path(data_dir) / SHARDS_FOLDER
+    receipts = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if SHARD_RECEIPT.match(path.name):
+            receipts[path.name] = json.loads(path.read_text(encoding="utf-8"))
+    if not receipts:
+        raise ShardError(f"{folder} holds no shard receipts: run `s2t-hf generate-data ... --shard I/N` for every I first")
+    counts = {receipt["of"] for receipt in receipts.values()}
+    if len(counts) > 1:
+        raise ShardError(f"{folder} holds shards of different splittings ({', '.join(f'N={count}' for count in sorted(counts))}); "
+                         "remove the receipts of the one not wanted")
+    count = counts.pop()
+    missing = sorted(set(range(1, count + 1)) - {receipt["shard"] for receipt in receipts.values()})
+    if missing:
+        raise ShardError(f"shards {', '.join(f'{index}/{count}' for index in missing)} of {data_dir} are not finished (no receipt in "
+                         f"{folder}); run `s2t-hf generate-data ... --shard I/{count}` for them, then merge")
+    fingerprint = corpus_fingerprint(lexicon, parsed)
+    foreign = sorted(name for name, receipt in receipts.items() if receipt["corpus"] != fingerprint)
+    if foreign:
+        raise ShardError(f"shard receipts {', '.join(foreign)} were made from other names or voices than this merge's; "
+                         "merge with the same --lexicon, --max-names and --voices the shards used")
+    clips = collect_clips(lexicon, parsed, Path(data_dir))
+    write_manifest(clips, Path(data_dir) / MANIFEST_NAME)
+    return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed)

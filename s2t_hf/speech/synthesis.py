@@ -103,6 +103,15 @@ def synthesize_batch(voice: Voice, entries: list[DrugName], corpus_dir: Path, ti
     return written
 
 
+def in_shard(pairs: list, shard: tuple[int, int] | None) -> list:
+    """Shard (i, n), 1-based, of the (voice, name) pairs: every n-th pair from the i-th, so each
+    shard holds a fair share of every voice (a slow engine is not all in one shard)."""
+    if shard is None:
+        return pairs
+    index, count = shard
+    return pairs[index - 1 :: count]
+
+
 def synthesize_corpus(
     lexicon: list[DrugName],
     voices: list[Voice],
@@ -111,10 +120,14 @@ def synthesize_corpus(
     batch_size: int = 64,
     timeout: float = 30.0,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[Clip]:
     """Make sure every (name, voice) clip exists under `corpus_dir`; return the manifest rows.
 
     Work runs on `num_workers` threads (default: all cores), each driving an engine process.
+    With `shard=(i, n)` only the i-th of n disjoint parts is synthesised (one machine's share;
+    `speech.corpus.merge_shards` builds the corpus once all n are done): its clips are returned
+    and no manifest is written.
     """
     corpus_dir = Path(corpus_dir)
     if not voices:
@@ -126,8 +139,9 @@ def synthesize_corpus(
     for leftover in corpus_dir.glob("clips/*/*.partial.*"):
         leftover.unlink()
 
-    missing = [(voice, entry) for voice in voices for entry in lexicon if not (corpus_dir / clip_path(voice, entry)).is_file()]
-    total = len(voices) * len(lexicon)
+    pairs = in_shard([(voice, entry) for voice in voices for entry in lexicon], shard)
+    missing = [(voice, entry) for voice, entry in pairs if not (corpus_dir / clip_path(voice, entry)).is_file()]
+    total = len(pairs)
     logger.info("corpus %s: %d clips, %d already on disk, %d to synthesise", corpus_dir, total, total - len(missing), len(missing))
     jobs = list(batches(missing, batch_size))
     with ThreadPoolExecutor(max_workers=num_workers or os.cpu_count()) as pool, tqdm(
@@ -145,11 +159,12 @@ def synthesize_corpus(
             # ones end (their clips are written atomically and kept), and stop with the error.
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    clips = collect_clips(lexicon, voices, corpus_dir)
+    clips = collect_clips(lexicon, voices, corpus_dir, pairs if shard else None)
     failed = total - len(clips)
     if failed:
         logger.warning("%d of %d clips could not be synthesised (see the warnings above)", failed, total)
-    write_manifest(clips, corpus_dir / MANIFEST_NAME)
+    if shard is None:
+        write_manifest(clips, corpus_dir / MANIFEST_NAME)
     return clips
 
 
@@ -163,15 +178,15 @@ def batches(pairs: list[tuple[Voice, DrugName]], size: int) -> Iterable[tuple[Vo
             yield voice, entries[start : start + size]
 
 
-def collect_clips(lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path) -> list[Clip]:
+def collect_clips(lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path, pairs: list[tuple[Voice, DrugName]] | None = None) -> list[Clip]:
+    """Manifest rows of the clips on disk, voice by voice in lexicon order (of `pairs` only, when given)."""
     clips = []
-    for voice in voices:
-        for entry in lexicon:
-            relative = clip_path(voice, entry)
-            path = corpus_dir / relative
-            if path.is_file():
-                duration = soundfile.info(path).duration
-                clips.append(Clip(str(relative), entry.name, entry.label, voice.id, voice.speaker, voice.engine, round(duration, 3)))
+    for voice, entry in pairs if pairs is not None else [(voice, entry) for voice in voices for entry in lexicon]:
+        relative = clip_path(voice, entry)
+        path = corpus_dir / relative
+        if path.is_file():
+            duration = soundfile.info(path).duration
+            clips.append(Clip(str(relative), entry.name, entry.label, voice.id, voice.speaker, voice.engine, round(duration, 3)))
     return clips
 
 

@@ -36,7 +36,7 @@ def check_process_group(training_args: TrainingArguments) -> None:
         raise ProcessGroupError(
             f"the launcher started {launched} processes but this one sees a world of {training_args.world_size}: "
             "on a machine without GPUs add \"use_cpu\": true to the recipe (or --use_cpu true) so the processes join one "
-            "gloo process group; see accelerate_configs/README.md"
+            "gloo process group (see accelerate_configs/cpu-2-processes.yaml and the README's 'Several processes and machines')"
         )
 
 
