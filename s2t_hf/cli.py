@@ -61,14 +61,43 @@ def load_recogniser(args: argparse.Namespace):
     return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device, **revision)
 
 
+def read_candidates(value: str | None) -> list[str] | None:
+    """--candidates: a file with one name per line, or names separated by commas."""
+    if value is None:
+        return None
+    path = Path(value)
+    names = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else value.split(",")
+    names = [name.strip() for name in names if name.strip()]
+    if not names:
+        raise LexiconError(f"--candidates {value!r} holds no name")
+    return names
+
+
+def read_prior(value: str | None) -> dict[str, float] | None:
+    """--prior: a file of `name<TAB>weight` lines."""
+    if value is None:
+        return None
+    prior = {}
+    for number, line in enumerate(Path(value).read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, _, weight = line.rpartition("\t")
+        try:
+            prior[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"--prior {value}, line {number}: expected name<TAB>weight, got {line!r}") from None
+    return prior
+
+
 def cmd_recognize(args: argparse.Namespace) -> int:
     from .audio.reading import AudioError
 
     recogniser = load_recogniser(args)
+    candidates, prior = read_candidates(args.candidates), read_prior(args.prior)
     failures = 0
     for path in args.audio:
         try:
-            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon)
+            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon, candidates=candidates, prior=prior)
             record = {"path": path, **result.to_dict()}
         except AudioError as error:
             failures += 1
@@ -78,7 +107,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         elif "error" in record:
             print(f"{path}: error: {record['error']}")
         else:
-            ranked = ", ".join(f"{c['name']} ({100 * c['probability']:.1f}%)" for c in record["candidates"])
+            ranked = ", ".join(
+                f"{c['name']}{' -> ' + c['generic'] if c['generic'] else ''} ({100 * c['probability']:.1f}%)" for c in record["candidates"]
+            )
             flags = ("  [NOT IN LEXICON]" if record["out_of_lexicon"] else "") + ("  [AMBIGUOUS]" if record["ambiguous"] else "")
             print(f"{path}: heard {record['transcript']!r} -> {ranked}{flags}")
     return 1 if failures == len(args.audio) else 0
@@ -227,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--top-k", type=int, default=5, help="how many names to list (default 5)")
             command.add_argument("--allow-out-of-lexicon", action="store_true",
                                  help="answer 'not in lexicon' when no name fits the audio nearly as well as its own transcript")
+            command.add_argument("--candidates", default=None, metavar="FILE|NAMES",
+                                 help="rank only these names for this call (a patient's medication list, a pharmacy's stock): "
+                                      "a file, one name per line, or names separated by commas")
+            command.add_argument("--prior", default=None, metavar="FILE",
+                                 help="re-weight names for this call: lines name<TAB>weight (unlisted names weigh 1; 0 excludes)")
         else:
             command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
         if name == "calibrate":

@@ -60,3 +60,23 @@ def test_builtin_lexicons_load():
     assert len({entry.label for entry in common}) == len(common)
     assert len(load_lexicon("generic")) > len(common)
     assert load_lexicon("common", limit=5) == common[:5]
+
+
+def test_a_brand_name_carries_its_generic_from_the_fda_pairs_and_a_line_can_give_its_own(tmp_path):
+    from s2t_hf.text.lexicon import save_lexicon
+
+    entries = build_lexicon(["Lipitor", "atorvastatin", "Glucophage", "Mybrand\tmygeneric", "Zocor\tsimvastatin sodium"])
+    generics = {entry.name: entry.generic for entry in entries}
+    assert generics == {"Lipitor": "atorvastatin", "atorvastatin": None, "Glucophage": "metformin", "Mybrand": "mygeneric",
+                        "Zocor": "simvastatin sodium"}
+    saved = save_lexicon(entries, tmp_path)  # what a model folder keeps: the generics survive a reload
+    assert [(entry.name, entry.generic) for entry in load_lexicon(saved)] == [(entry.name, entry.generic) for entry in entries]
+
+
+def test_lists_joined_by_plus_are_ranked_together_without_repeats():
+    brand, common = load_lexicon("brand"), load_lexicon("common")
+    both = load_lexicon("brand+common")
+    assert both[: len(brand)] == brand
+    assert len({entry.label for entry in both}) == len(both) == len({entry.label for entry in brand} | {entry.label for entry in common})
+    assert [entry.generic for entry in both if entry.name == "Lipitor"] == ["atorvastatin"]
+    assert load_lexicon("brand+common", limit=10)[:10] == brand[:10]

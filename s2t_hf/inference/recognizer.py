@@ -30,7 +30,7 @@ from ..decoding.transcripts import decode_ids
 from ..models.hub import hub_options, model_revision
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
 from ..models.whisper import resolve_packaged
-from ..text.lexicon import DrugName
+from ..text.lexicon import DrugName, LexiconError, build_lexicon, normalize_label
 from ..text.sound_alike import partners_in_lexicon
 from ..text.vocabulary import apply_spelling_policy, encode_labels
 from .calibration import Calibration
@@ -38,12 +38,15 @@ from .model_files import model_calibration, model_lexicon
 
 logger = logging.getLogger(__name__)
 
+RESTRICTED_CACHE = 32  # candidate lists kept ready (each holds its own ranker)
+
 
 @dataclass
 class Candidate:
     name: str
     score: float  # log-likelihood per letter (CTC), per token (Speech2Text) or of the whole name (Whisper): higher is better, 0 is certain
     probability: float  # over the whole lexicon, at the model's calibrated temperature
+    generic: str | None = None  # for a brand name, its generic ("Lipitor" -> "atorvastatin")
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Recognition:
             "ambiguous": self.ambiguous,
             "out_of_lexicon": self.out_of_lexicon,
             "sound_alike_partners": self.sound_alike_partners,
-            "candidates": [{"name": c.name, "score": c.score, "probability": c.probability} for c in self.candidates],
+            "candidates": [{"name": c.name, "generic": c.generic, "score": c.score, "probability": c.probability} for c in self.candidates],
         }
 
 
@@ -96,6 +99,7 @@ class S2T:
         self.max_seconds = max_seconds  # a drug name takes seconds; longer input is a wrong file, not a name
         self.processor = processor
         self.lexicon = lexicon
+        self._restricted: dict[tuple[str, ...], S2T] = {}  # per-call candidate lists (restricted_to)
         by_label = {entry.label: entry.name for entry in lexicon}
         self.sound_alike = {
             by_label[label]: sorted(by_label[other] for other in others) for label, others in partners_in_lexicon(by_label).items()
@@ -167,19 +171,24 @@ class S2T:
         own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
         return BatchScores(decode_ids(tokenizer, greedy.numpy(), ctc_output=True), self.ranker.scores(log_probs, lengths), own)
 
-    def results(self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False) -> list[Recognition]:
-        """Ranked, calibrated candidates and flags for each clip of a scored batch."""
-        log_probabilities = self.calibration.log_probabilities(batch.scores)
-        top = top_candidates(batch.scores, max(top_k, 2))
+    def results(
+        self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False, log_prior: torch.Tensor | None = None
+    ) -> list[Recognition]:
+        """Ranked, calibrated candidates and flags for each clip of a scored batch. `log_prior`
+        (names,) re-weights the lexicon (see `recognize`): names are ranked, and probabilities
+        taken, by p(name | audio) x prior(name); each candidate's `score` stays the model's."""
+        ranked = batch.scores if log_prior is None else batch.scores + self.calibration.temperature * log_prior
+        log_probabilities = self.calibration.log_probabilities(ranked)
+        top = top_candidates(ranked, max(top_k, 2))
         results = []
         for row, transcript in enumerate(batch.transcripts):
             indices = [index for index, score in zip(top.indices[row].tolist(), top.scores[row].tolist()) if score > -math.inf]
             probabilities = log_probabilities[row, indices].exp().tolist()
             margin = (probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)) if probabilities else 0.0
-            gap = float(batch.transcript_scores[row] - top.scores[row, 0])
+            gap = float(batch.transcript_scores[row] - batch.scores[row, indices[0]]) if indices else math.inf
             candidates = [
-                Candidate(self.lexicon[index].name, round(float(score), 4), round(probability, 4))
-                for index, score, probability in zip(indices[:top_k], top.scores[row].tolist(), probabilities)
+                Candidate(self.lexicon[index].name, round(float(batch.scores[row, index]), 4), round(probability, 4), self.lexicon[index].generic)
+                for index, probability in zip(indices[:top_k], probabilities)
             ]
             results.append(Recognition(
                 transcript,
@@ -198,16 +207,67 @@ class S2T:
         return transcripts[0] if single else transcripts
 
     def recognize(
-        self, audio: AudioInput | list[AudioInput], top_k: int = 5, allow_out_of_lexicon: bool = False
+        self, audio: AudioInput | list[AudioInput], top_k: int = 5, allow_out_of_lexicon: bool = False,
+        candidates: list[str] | None = None, prior: dict[str, float] | None = None,
     ) -> Recognition | list[Recognition]:
         """Transcript and the `top_k` lexicon names by model likelihood, each with its probability;
         `ambiguous` when the best two are too close. With `allow_out_of_lexicon`, a clip that fits
         its free transcript much better than any name is marked `out_of_lexicon` (decision None)
-        instead of answering with a confident wrong drug. A list for a list of inputs."""
+        instead of answering with a confident wrong drug. A list for a list of inputs.
+
+        For one call, without rebuilding anything: `candidates` (e.g. a patient's medication list,
+        a pharmacy's stock) ranks only those names, exactly (names outside the lexicon too, if
+        the model can spell them); `prior` ({name: weight}, unlisted names weigh 1, 0 excludes)
+        ranks by p(name | audio) x weight, so a listed name wins a close call."""
+        if candidates is not None:
+            return self.restricted_to(candidates).recognize(audio, top_k, allow_out_of_lexicon, prior=prior)
+        log_prior = self.log_prior(prior) if prior else None
         single = not isinstance(audio, list)
         inputs = [audio] if single else audio
         results: list[Recognition] = []
         for start in range(0, len(inputs), self.batch_size):
             clips = [read_usable_audio(item, self.max_seconds) for item in inputs[start : start + self.batch_size]]
-            results.extend(self.results(self.score_batch(clips, top_k), top_k, allow_out_of_lexicon))
+            batch = self.score_batch(clips, top_k)
+            if log_prior is not None:
+                self.score_boosted_exactly(batch, clips, log_prior)
+            results.extend(self.results(batch, top_k, allow_out_of_lexicon, log_prior))
         return results[0] if single else results
+
+    def restricted_to(self, names: list[str]) -> "S2T":
+        """The same model, calibration and settings ranking only `names` (cached for repeated lists)."""
+        key = tuple(names)
+        if key not in self._restricted:
+            lexicon_names = {entry.label: entry for entry in self.lexicon}
+            entries = [lexicon_names.get(entry.label, entry) for entry in build_lexicon(list(names), source="candidates")]
+            view = S2T(self.model, self.processor, entries, self.calibration, self.batch_size, self.max_new_tokens, self.max_seconds)
+            view.source, view.revision = self.source, self.revision
+            if len(self._restricted) >= RESTRICTED_CACHE:
+                self._restricted.pop(next(iter(self._restricted)))
+            self._restricted[key] = view
+        return self._restricted[key]
+
+    def log_prior(self, prior: dict[str, float]) -> torch.Tensor:
+        """(names,) log weights: 0 for names not in `prior`, -inf for weight 0."""
+        index = {entry.label: position for position, entry in enumerate(self.lexicon)}
+        weights = torch.ones(len(self.lexicon))
+        unknown = []
+        for name, weight in prior.items():
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"prior weight of {name!r} is {weight!r}: weights are finite numbers >= 0 (1 = unchanged, 0 = excluded)")
+            label = normalize_label(name)
+            if label in index:
+                weights[index[label]] = float(weight)
+            else:
+                unknown.append(name)
+        if unknown:
+            raise LexiconError(f"prior names not in the lexicon: {', '.join(map(repr, unknown))}; add names with candidates=[...] instead")
+        return weights.log()
+
+    def score_boosted_exactly(self, batch: BatchScores, clips: list[np.ndarray], log_prior: torch.Tensor) -> None:
+        """A pruned ranker (Whisper's) leaves names it proved worse than the best few at -inf; a
+        name the prior weighs up may overtake them, so those it left out are scored exactly."""
+        boosted = (log_prior > 0).nonzero().flatten().tolist()
+        missing = [index for index in boosted if not torch.isfinite(batch.scores[:, index]).all()]
+        if missing:
+            exact = self.restricted_to([self.lexicon[index].name for index in missing]).score_batch(clips, top_k=len(missing))
+            batch.scores[:, missing] = exact.scores

@@ -1,7 +1,9 @@
 """Drug-name lexicons: loading, and normalising a written name into the text a model learns.
 
-A lexicon entry keeps the name as written (what users see in results) and its *label*: the
-lower-case letters-and-spaces string the recogniser is trained to output.
+A lexicon entry keeps the name as written (what users see in results), its *label*: the
+lower-case letters-and-spaces string the recogniser is trained to output, and for a brand name
+its generic ("Lipitor" -> "atorvastatin"): given in the file (`Lipitor<TAB>atorvastatin`), else
+from the FDA's brand/generic pairs shipped in `lexicons/`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -26,6 +29,8 @@ BUILTIN_LEXICONS = {
 
 
 DEFAULT_LEXICON = "common"
+COMBINE = "+"  # "brand+generic": several lists ranked together
+BRAND_GENERIC_PAIRS = "brand_generic_pairs_ndc2019.tsv"  # Brand<TAB>generic, FDA NDC 2019 (see lexicons/README.md)
 
 
 # Letters that NFKD does not decompose into an ASCII base letter.
@@ -44,10 +49,23 @@ class LexiconError(ValueError):
 
 @dataclass(frozen=True)
 class DrugName:
-    """One lexicon entry: the name as written and the label text the model is trained on."""
+    """One lexicon entry: the name as written, the label text the model is trained on, and for
+    a brand name its generic (as written; None for a generic name or a brand not known)."""
 
     name: str
     label: str
+    generic: str | None = None
+
+
+@lru_cache(maxsize=1)
+def brand_generics() -> dict[str, str]:
+    """Brand label -> its generic name, from the FDA NDC 2019 single-ingredient products."""
+    pairs = {}
+    for line in (Path(__file__).parent / "lexicons" / BRAND_GENERIC_PAIRS).read_text(encoding="utf-8").splitlines():
+        brand, _, generic = line.partition("\t")
+        if brand and generic:
+            pairs[normalize_name(brand)] = generic.strip()
+    return pairs
 
 
 def normalize_name(name: str) -> str:
@@ -73,6 +91,14 @@ def normalize_name(name: str) -> str:
     return text
 
 
+def normalize_label(text: str) -> str:
+    """`normalize_name` for comparing names, never failing (digits and other marks kept)."""
+    try:
+        return normalize_name(text)
+    except LexiconError:
+        return text.strip().lower()
+
+
 def resolve_lexicon_path(lexicon: str | Path) -> Path:
     """Map a built-in short name ('common', 'generic', 'brand') or a file path to a file."""
     if str(lexicon) in BUILTIN_LEXICONS:
@@ -87,11 +113,13 @@ def resolve_lexicon_path(lexicon: str | Path) -> Path:
 
 
 def build_lexicon(names: list[str], skip_invalid: bool = False, source: str = "lexicon") -> list[DrugName]:
-    """Normalise names into entries, dropping blank lines and names whose label repeats an earlier one."""
+    """Normalise names into entries, dropping blank lines and names whose label repeats an earlier one.
+    A line `name<TAB>generic` gives the name's generic; a brand name without one gets the FDA's."""
     entries: list[DrugName] = []
     seen: dict[str, str] = {}
     for line_number, raw in enumerate(names, start=1):
-        name = raw.strip().lstrip("\ufeff").strip()
+        name, _, generic = raw.lstrip("\ufeff").partition("\t")
+        name, generic = name.strip(), generic.strip() or None
         if not name:
             continue
         try:
@@ -105,7 +133,8 @@ def build_lexicon(names: list[str], skip_invalid: bool = False, source: str = "l
             logger.info("%s, line %d: %r duplicates %r after normalisation; kept the first", source, line_number, name, seen[label])
             continue
         seen[label] = name
-        entries.append(DrugName(name=name, label=label))
+        generic = generic or brand_generics().get(label)
+        entries.append(DrugName(name=name, label=label, generic=generic if generic and normalize_label(generic) != label else None))
     if not entries:
         raise LexiconError(f"{source} holds no usable drug name; give a file with one name per line")
     return entries
@@ -118,7 +147,15 @@ def load_lexicon(
 
     `limit` keeps only the first N usable names, for quick experiments and tests; `extra` names
     a second list whose names are added after them (those already present are not repeated).
+    `"brand+generic"` (any lists joined by '+') ranks several lists together the same way.
     """
+    if isinstance(lexicon, str) and COMBINE in lexicon and not Path(lexicon).expanduser().is_file():
+        first, *others = lexicon.split(COMBINE)  # "brand+generic": the first list (limited), then the others' new names
+        entries = load_lexicon(first, skip_invalid, limit)
+        for other in [*others, *([extra] if extra is not None else [])]:
+            labels = {entry.label for entry in entries}
+            entries += [entry for entry in load_lexicon(other, skip_invalid) if entry.label not in labels]
+        return entries
     path = resolve_lexicon_path(lexicon)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -138,5 +175,5 @@ LEXICON_FILE = "lexicon.txt"
 def save_lexicon(lexicon: list[DrugName], folder: str | Path) -> Path:
     """Store the names a model was trained on beside it, so `S2T` ranks the same list."""
     path = Path(folder) / LEXICON_FILE
-    path.write_text("".join(entry.name + "\n" for entry in lexicon), encoding="utf-8")
+    path.write_text("".join(entry.name + (f"\t{entry.generic}" if entry.generic else "") + "\n" for entry in lexicon), encoding="utf-8")
     return path
