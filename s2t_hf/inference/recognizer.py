@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,56 +34,11 @@ from ..text.sound_alike import partners_in_lexicon
 from ..text.vocabulary import apply_spelling_policy, encode_labels
 from .calibration import Calibration
 from .model_files import model_calibration, model_lexicon
+from .results import BatchScores, Candidate, Recognition
 
 logger = logging.getLogger(__name__)
 
 RESTRICTED_CACHE = 32  # candidate lists kept ready (each holds its own ranker)
-
-
-@dataclass
-class Candidate:
-    name: str
-    score: float  # log-likelihood per letter (CTC), per token (Speech2Text) or of the whole name (Whisper): higher is better, 0 is certain
-    probability: float  # over the whole lexicon, at the model's calibrated temperature
-    generic: str | None = None  # for a brand name, its generic ("Lipitor" -> "atorvastatin")
-
-
-@dataclass
-class Recognition:
-    transcript: str
-    candidates: list[Candidate] = field(default_factory=list)
-    ambiguous: bool = False  # the best two names are too close to tell apart (margin under the fitted threshold)
-    out_of_lexicon: bool = False  # only when asked for: the audio fits no lexicon name as well as its own transcript
-    sound_alike_partners: list[str] = field(default_factory=list)  # known confusable partners (FDA/ISMP) of the best name, in the lexicon
-
-    @property
-    def decision(self) -> str | None:
-        """The name to act on: None when the result is not in the lexicon (or nothing was ranked)."""
-        return None if self.out_of_lexicon or not self.candidates else self.candidates[0].name
-
-    def to_dict(self) -> dict:
-        return {
-            "transcript": self.transcript,
-            "decision": self.decision,
-            "ambiguous": self.ambiguous,
-            "out_of_lexicon": self.out_of_lexicon,
-            "sound_alike_partners": self.sound_alike_partners,
-            "candidates": [{"name": c.name, "generic": c.generic, "score": c.score, "probability": c.probability} for c in self.candidates],
-        }
-
-
-@dataclass
-class BatchScores:
-    """What one forward pass gives for a batch of clips: free transcripts, every lexicon name's
-    score (clips, names) and each clip's own transcript's score (clips,), on the same scale."""
-
-    transcripts: list[str]
-    scores: torch.Tensor
-    transcript_scores: torch.Tensor
-
-    def select(self, rows: list[int]) -> "BatchScores":
-        """The same scores for some of the clips (a server answers each caller from a shared batch)."""
-        return BatchScores([self.transcripts[row] for row in rows], self.scores[rows], self.transcript_scores[rows])
 
 
 class S2T:
@@ -166,10 +120,15 @@ class S2T:
             )
             return BatchScores(decode_ids(tokenizer, generated.cpu().numpy(), ctc_output=True), scores, own)
         log_probs = ctc_log_probs(self.model, inputs, input_lengths)
-        lengths = output_lengths(self.model, input_lengths, log_probs.shape[1])
+        return self.scores_from_log_probs(log_probs, output_lengths(self.model, input_lengths, log_probs.shape[1]))
+
+    def scores_from_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> BatchScores:
+        """A CTC model's `BatchScores` from its (clips, frames, vocab) log-probabilities (also
+        for stretches of a recording: `inference.spotting` rescores each name found on its span)."""
         greedy = greedy_ids(log_probs, lengths)
         own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
-        return BatchScores(decode_ids(tokenizer, greedy.numpy(), ctc_output=True), self.ranker.scores(log_probs, lengths), own)
+        transcripts = decode_ids(self.processor.tokenizer, greedy.numpy(), ctc_output=True)
+        return BatchScores(transcripts, self.ranker.scores(log_probs, lengths), own)
 
     def results(
         self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False, log_prior: torch.Tensor | None = None
@@ -232,6 +191,24 @@ class S2T:
                 self.score_boosted_exactly(batch, clips, log_prior)
             results.extend(self.results(batch, top_k, allow_out_of_lexicon, log_prior))
         return results[0] if single else results
+
+    def spot(
+        self, audio: AudioInput, threshold: float | None = None, top_k: int = 5, candidates: list[str] | None = None,
+        prior: dict[str, float] | None = None, window_seconds: float = 20.0, overlap_seconds: float = 4.0,
+    ):
+        """Every lexicon name said anywhere in a recording (any length), with start and end
+        seconds, its per-letter score against filler, and its calibrated ranking on its span
+        (probability, runner-up names, ambiguous, sound-alike partners): an
+        `inference.spotting.Spotting`. CTC models only. `threshold` (per letter, <= 0; default
+        `inference.spotting.DEFAULT_THRESHOLD`) trades misses for false alarms; `candidates` and
+        `prior` act as in `recognize` (the prior on the ranking of each span found)."""
+        from .spotting import DEFAULT_THRESHOLD, spot  # spotting builds on this module
+
+        if candidates is not None:
+            return self.restricted_to(candidates).spot(audio, threshold, top_k, prior=prior, window_seconds=window_seconds,
+                                                       overlap_seconds=overlap_seconds)
+        return spot(self, audio, DEFAULT_THRESHOLD if threshold is None else threshold, top_k, window_seconds, overlap_seconds,
+                    self.log_prior(prior) if prior else None)
 
     def restricted_to(self, names: list[str]) -> "S2T":
         """The same model, calibration and settings ranking only `names` (cached for repeated lists)."""

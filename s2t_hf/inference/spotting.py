@@ -1,0 +1,126 @@
+"""`S2T.spot`: every lexicon name said anywhere in a recording, with its times.
+
+A recording is cut into overlapping windows (minutes of dictation are fine); in each, the CTC
+model's output is searched for every name's best span (`decoding.spotting.CTCSpotter`, a name
+against filler). A span that scores at least the threshold per letter is a detection; it is
+then rescored exactly, with every other name, on its own frames, as `S2T.recognize` ranks a
+clip: the calibrated probability, the runner-up names, the ambiguous flag and the sound-alike
+partners are those of that ranking, and its best name is the one reported. Windows' detections
+are merged so a name heard by two overlapping windows counts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
+from ..decoding.ctc import ctc_log_probs, output_lengths
+from ..decoding.spotting import CTCSpotter, TimedName, merge_windows
+from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
+from ..text.vocabulary import encode_labels
+from .results import Candidate
+
+# Per-letter log-likelihood ratio against filler a span needs to count (0: the model's own best
+# reading spells the name there). Not yet fitted on sentences of held-out voices: see README.
+DEFAULT_THRESHOLD = -0.5
+SPAN_MARGIN_FRAMES = 2  # frames either side of a span kept when the span is rescored
+
+
+@dataclass
+class SpottedName:
+    name: str
+    start: float  # seconds from the start of the recording
+    end: float
+    spot_score: float  # per-letter log-likelihood ratio of the span against filler (<= 0; 0 is a perfect fit)
+    probability: float  # of `name` among the lexicon on the span, calibrated as `recognize`'s
+    candidates: list[Candidate] = field(default_factory=list)  # the span's ranking, best first (the name, then runners-up)
+    ambiguous: bool = False
+    sound_alike_partners: list[str] = field(default_factory=list)
+    generic: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "generic": self.generic, "start": self.start, "end": self.end, "spot_score": self.spot_score,
+            "probability": self.probability, "ambiguous": self.ambiguous, "sound_alike_partners": self.sound_alike_partners,
+            "candidates": [{"name": c.name, "generic": c.generic, "score": c.score, "probability": c.probability} for c in self.candidates],
+        }
+
+
+@dataclass
+class Spotting:
+    duration: float
+    names: list[SpottedName] = field(default_factory=list)
+    transcript: str = ""  # the greedy transcript, window by window
+
+    def to_dict(self) -> dict:
+        return {"duration": self.duration, "transcript": self.transcript, "names": [name.to_dict() for name in self.names]}
+
+
+def spotter_for(recogniser) -> CTCSpotter:
+    """The recogniser's (an `S2T`) spotter over its lexicon, built once."""
+    if recogniser.is_seq2seq:
+        raise ValueError(
+            f"{recogniser.source} is an encoder-decoder (Whisper, Speech2Text): spotting needs a CTC model (the conformer, "
+            "wav2vec 2.0, HuBERT, XLSR or Whisper-CTC, recipes/whisper-tiny-ctc.json); Whisper's own spotting is not built yet"
+        )
+    if getattr(recogniser, "_spotter", None) is None:
+        tokenizer = recogniser.processor.tokenizer
+        recogniser._spotter = CTCSpotter(recogniser.lexicon, encode_labels(tokenizer, recogniser.lexicon), recogniser.ranker.blank_id)
+    return recogniser._spotter
+
+
+def window_starts(samples: int, window: int, step: int) -> list[int]:
+    """Window starts covering `samples`; the last window ends at the recording's end."""
+    if samples <= window:
+        return [0]
+    starts = list(range(0, samples - window, step))
+    return [*starts, samples - window]
+
+
+@torch.no_grad()
+def spot(
+    recogniser, audio: AudioInput, threshold: float = DEFAULT_THRESHOLD, top_k: int = 5,
+    window_seconds: float = 20.0, overlap_seconds: float = 4.0, log_prior: torch.Tensor | None = None,
+) -> Spotting:
+    """`S2T.spot` (see there) for the recogniser `recogniser` (an `S2T` of a CTC model)."""
+    if overlap_seconds >= window_seconds or window_seconds <= 0:
+        raise ValueError(f"overlap_seconds ({overlap_seconds}) must be below window_seconds ({window_seconds}), which must be positive")
+    spotter = spotter_for(recogniser)
+    clip = read_usable_audio(audio)  # no duration limit: recordings of minutes are cut into windows
+    window, step = round(window_seconds * SAMPLING_RATE), round((window_seconds - overlap_seconds) * SAMPLING_RATE)
+    found: list[list[TimedName]] = []
+    details: list[SpottedName] = []
+    transcripts = []
+    extractor = recogniser.processor.feature_extractor
+    for start in window_starts(len(clip), window, step):
+        piece = clip[start : start + window]
+        inputs = pad_features(extractor, clip_features(extractor, [piece]))
+        input_lengths = inputs.pop(INPUT_LENGTHS)
+        log_probs = ctc_log_probs(recogniser.model, {key: value.to(recogniser.model.device) for key, value in inputs.items()}, input_lengths)
+        frames = int(output_lengths(recogniser.model, input_lengths, log_probs.shape[1])[0])
+        log_probs = log_probs[0, :frames]
+        seconds_per_frame = len(piece) / SAMPLING_RATE / frames
+        whole = recogniser.scores_from_log_probs(log_probs[None], torch.tensor([frames]))
+        transcripts.append(whole.transcripts[0])
+        window_found = []
+        for span in spotter.spot(log_probs, threshold):
+            first, last = max(0, span.start - SPAN_MARGIN_FRAMES), min(frames, span.end + SPAN_MARGIN_FRAMES)
+            ranked = recogniser.results(
+                recogniser.scores_from_log_probs(log_probs[None, first:last], torch.tensor([last - first])), top_k, log_prior=log_prior
+            )[0]
+            if not ranked.candidates:
+                continue
+            best = ranked.candidates[0]
+            timed = TimedName(best.name, round(start / SAMPLING_RATE + span.start * seconds_per_frame, 3),
+                              round(start / SAMPLING_RATE + span.end * seconds_per_frame, 3), span.per_letter)
+            window_found.append(timed)
+            details.append(SpottedName(
+                best.name, timed.start, timed.end, round(span.per_letter, 4), best.probability, ranked.candidates,
+                ranked.ambiguous, ranked.sound_alike_partners, best.generic,
+            ))
+        found.append(window_found)
+    kept = merge_windows(found)
+    return Spotting(round(len(clip) / SAMPLING_RATE, 3), [details[index] for index in kept], " ".join(text for text in transcripts if text))
+

@@ -1,0 +1,143 @@
+"""Word spotting: names found anywhere in a CTC output, against filler; windows merged."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from s2t_hf import S2T
+from s2t_hf.decoding.spotting import CTCSpotter, TimedName, merge_windows
+from s2t_hf.text.lexicon import build_lexicon
+
+BLANK = 0
+LETTERS = "_abcdefghijklmnopqrstuvwxyz"  # index 0 is the blank
+
+
+def ids(word: str) -> list[int]:
+    return [LETTERS.index(letter) for letter in word]
+
+
+def spotter(names: list[str]) -> CTCSpotter:
+    return CTCSpotter(build_lexicon(names), [ids(name) for name in names], BLANK)
+
+
+def frames_spelling(text: str, confidence: float = 0.9) -> torch.Tensor:
+    """(frames, vocab) log-probabilities whose best token per frame spells `text` ('_' a blank)."""
+    rest = (1 - confidence) / (len(LETTERS) - 1)
+    probabilities = torch.full((len(text), len(LETTERS)), rest)
+    for frame, letter in enumerate(text):
+        probabilities[frame, LETTERS.index(letter)] = confidence
+    return probabilities.log()
+
+
+def viterbi(log_probs: torch.Tensor, label: list[int]) -> float:
+    """Best single CTC alignment of `label` over all of `log_probs` (brute force, no tree)."""
+    states = [BLANK]
+    for token in label:
+        states += [token, BLANK]
+    best = [-np.inf] * len(states)
+    best[0], best[1] = float(log_probs[0, BLANK]), float(log_probs[0, label[0]])
+    for frame in range(1, log_probs.shape[0]):
+        new = [-np.inf] * len(states)
+        for state, token in enumerate(states):
+            options = [best[state]] + ([best[state - 1]] if state >= 1 else [])
+            if state >= 2 and token != BLANK and states[state - 2] != token:
+                options.append(best[state - 2])
+            new[state] = max(options) + float(log_probs[frame, token])
+        best = new
+    return max(best[-1], best[-2])
+
+
+def test_best_spans_equal_brute_force_over_every_start_and_end():
+    rng = torch.Generator().manual_seed(0)
+    names = ["ab", "aab", "abba", "ba", "cab", "b"]
+    found = spotter(names)
+    for _ in range(5):
+        log_probs = torch.randn(9, 4, generator=rng).log_softmax(-1)  # blank, a, b, c
+        log_probs = torch.cat([log_probs, torch.full((9, len(LETTERS) - 4), -30.0)], dim=1).log_softmax(-1)
+        ratios = log_probs - log_probs.max(dim=-1, keepdim=True).values
+        spans = found.best_spans(log_probs)
+        for name, span in zip(names, spans):
+            brute = max(
+                (viterbi(ratios[start:end], ids(name)) for start, end in itertools.combinations(range(10), 2)),
+                default=-np.inf,
+            )
+            assert span.score == pytest.approx(brute, abs=1e-4), name
+            assert viterbi(ratios[span.start : span.end], ids(name)) == pytest.approx(span.score, abs=1e-4), name  # the span is where it is
+
+
+def test_a_name_among_filler_is_found_at_its_frames():
+    log_probs = frames_spelling("xyzqq_" + "meet_form_in" + "_wwxy")
+    spans = spotter(["metformin", "warfarin"]).spot(log_probs, threshold=-0.5)
+    assert [(span.name, span.start, span.end) for span in spans] == [(0, 6, 18)]
+    assert spans[0].score == pytest.approx(0.0, abs=1e-5)  # the greedy reading spells it exactly
+
+
+def test_two_names_in_one_clip_are_both_found_in_order():
+    log_probs = frames_spelling("uu_warfarin_zzqq_xx_metformin_yy")
+    names = ["metformin", "warfarin", "heparin"]
+    spans = spotter(names).spot(log_probs, threshold=-0.5)
+    assert [names[span.name] for span in spans] == ["warfarin", "metformin"]
+
+
+def test_a_name_said_twice_is_found_twice():
+    spans = spotter(["heparin"]).spot(frames_spelling("heparin_xx_yy_heparin"), threshold=-0.5)
+    assert [(span.start, span.end) for span in spans] == [(0, 7), (14, 21)]
+
+
+def test_drug_free_frames_give_nothing():
+    names = ["metformin", "warfarin", "heparin", "insulin"]
+    spans = spotter(names).spot(frames_spelling("the_quick_brown_fox_jumps_over_the_lazy_dog"), threshold=-0.5)
+    assert spans == []
+
+
+def test_a_name_on_a_window_boundary_counts_once_and_others_stay():
+    # two 20-s windows overlapping from 16 s to 20 s: metformin at 17.1 s is heard by both
+    first = [TimedName("warfarin", 3.0, 3.6, -0.1), TimedName("metformin", 17.1, 17.8, -0.2)]
+    second = [TimedName("metformin", 17.12, 17.79, -0.05), TimedName("metformin", 30.0, 30.7, -0.1)]
+    kept = merge_windows([first, second])
+    flat = first + second
+    assert [(flat[index].name, flat[index].start) for index in kept] == [("warfarin", 3.0), ("metformin", 17.12), ("metformin", 30.0)]
+
+
+@pytest.fixture(scope="module")
+def recogniser(untrained_model):
+    return S2T.from_pretrained(untrained_model)
+
+
+def test_s2t_spot_cuts_a_long_recording_into_windows_and_reports_times_within_it(recogniser):
+    samples = np.random.default_rng(0).standard_normal(16000 * 47).astype(np.float32) * 0.1
+    result = recogniser.spot((samples, 16000), threshold=-1e9, window_seconds=20, overlap_seconds=4)  # every best span counts
+    assert result.duration == pytest.approx(47.0)
+    assert result.names, "with no threshold every window reports names"
+    for name in result.names:
+        assert 0 <= name.start < name.end <= 47.0 + 1e-6
+        assert name.candidates[0].name == name.name and name.probability == name.candidates[0].probability
+    starts = [name.start for name in result.names]
+    assert starts == sorted(starts)
+    json.dumps(result.to_dict())
+    none = recogniser.spot((samples, 16000), threshold=0.0)  # nothing in noise reads exactly as a name
+    assert none.names == []
+
+
+def test_spotting_with_an_encoder_decoder_names_what_to_use(tmp_path, lexicon):
+    from .families import whisper_tiny_en
+
+    whisper = S2T.from_pretrained(whisper_tiny_en(tmp_path / "tiny"), lexicon=lexicon)
+    with pytest.raises(ValueError, match="spotting needs a CTC model"):
+        whisper.spot((np.zeros(16000, dtype=np.float32) + 0.01, 16000))
+
+
+def test_cli_spot_json(untrained_model, corpus):
+    wav = sorted(corpus[0].glob("clips/*/*.wav"))[0]
+    result = subprocess.run([sys.executable, "-m", "s2t_hf.cli", "spot", str(untrained_model), str(wav), "--json", "--threshold=-1e9"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["path"] == str(wav) and record["names"] and {"name", "start", "end", "probability", "candidates"} <= set(record["names"][0])
