@@ -234,3 +234,16 @@ def test_the_page_in_chromium_shows_the_top_name(recogniser, clips, tmp_path):
             assert driver.save_screenshot(str(tmp_path / "page.png"))
     finally:
         driver.quit()
+
+
+def test_spot_finds_names_in_a_recording_longer_than_recognize_allows_and_refuses_bad_audio(client, clips, untrained_model):
+    long_recording = np.concatenate([soundfile.read(path, dtype="float32")[0] for path in clips[:3]] * 4)  # longer than recognize's 5 s
+    response = client.post("/v1/spot", files={"audio": ("dictation.wav", wav_bytes(long_recording), "audio/wav")},
+                           params={"threshold": -1e9, "top_k": 2})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["duration"] == pytest.approx(len(long_recording) / 16000, abs=1e-3) and answer["names"]
+    assert all(len(name["candidates"]) <= 2 and 0 <= name["start"] < name["end"] for name in answer["names"])
+    silent = client.post("/v1/spot", files={"audio": ("silent.wav", wav_bytes(np.zeros(16000, dtype=np.float32)), "audio/wav")})
+    assert silent.status_code == 422 and silent.json()["reason"] == "silent"
+    assert client.post("/v1/spot", files={"audio": ("a.wav", b"", "audio/wav")}).status_code == 422

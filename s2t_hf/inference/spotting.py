@@ -1,6 +1,7 @@
 """`S2T.spot`: every lexicon name said anywhere in a recording, with its times.
 
-A recording is cut into overlapping windows (minutes of dictation are fine); in each, the CTC
+A recording is cut into overlapping windows (minutes of dictation are fine; a model with a
+window of its own, Whisper-CTC's, sets their length); in each, the CTC
 model's output is searched for every name's best span (`decoding.spotting.CTCSpotter`, a name
 against filler). A span that scores at least the threshold per letter is a detection; it is
 then rescored exactly, with every other name, on its own frames, as `S2T.recognize` ranks a
@@ -88,6 +89,10 @@ def spot(
     if overlap_seconds >= window_seconds or window_seconds <= 0:
         raise ValueError(f"overlap_seconds ({overlap_seconds}) must be below window_seconds ({window_seconds}), which must be positive")
     spotter = spotter_for(recogniser)
+    fixed = getattr(recogniser.processor.feature_extractor, "n_samples", None)  # Whisper-CTC: a window of its own (e.g. 8 s)
+    if fixed and window_seconds > fixed / SAMPLING_RATE:
+        window_seconds = fixed / SAMPLING_RATE
+        overlap_seconds = min(overlap_seconds, window_seconds / 4)
     clip = read_usable_audio(audio)  # no duration limit: recordings of minutes are cut into windows
     window, step = round(window_seconds * SAMPLING_RATE), round((window_seconds - overlap_seconds) * SAMPLING_RATE)
     found: list[list[TimedName]] = []

@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from .. import __version__
-from ..audio.reading import AudioError, read_usable_audio
+from ..audio.reading import SAMPLING_RATE, AudioError, read_usable_audio
 from ..inference.recognizer import S2T
 from .batching import DynamicBatcher, QueueFull
 
@@ -43,6 +43,7 @@ class ServeSettings:
     max_queue: int = 64  # clips waiting beyond that are refused with 503
     max_upload_mb: float = 10.0  # larger uploads are refused with 413 before they are read
     max_seconds: float = 30.0  # longer audio is refused with 422 (reason too-long)
+    max_spot_seconds: float = 600.0  # the same for /v1/spot, which searches long recordings in windows
     max_top_k: int = 20
     api_key: str | None = None  # when set, /v1/* needs it in X-API-Key or `Authorization: Bearer`
     retry_after_s: int = 1  # what a 503 tells the caller
@@ -148,6 +149,30 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
             retry = str(settings.retry_after_s)
             return error_response(503, "busy", f"{error}; retry in {retry} s", headers={"Retry-After": retry})
         result = await asyncio.wrap_future(future)
+        return {"path": name, **result.to_dict()}
+
+    spotting = asyncio.Semaphore(1)  # one recording at a time beside the batcher: a minute of audio is many windows
+
+    @app.post("/v1/spot")
+    async def spot(
+        audio: Annotated[UploadFile, File(description="a recording of any length up to the limit: wav, flac, ogg or mp3")],
+        top_k: Annotated[int, Query(ge=1, le=settings.max_top_k, description="ranked names listed for each name found")] = 5,
+        threshold: Annotated[float | None, Query(le=0, description="per-letter score a name needs (default: the model's)")] = None,
+    ):
+        """Every lexicon name said anywhere in the recording, with its times: the JSON of `s2t-hf spot --json`."""
+        if recogniser.is_seq2seq:
+            return error_response(501, "cannot-spot", f"{recogniser.source} is an encoder-decoder: spotting needs a CTC model "
+                                  "(see `s2t-hf spot --help`)")
+        name = audio.filename or "upload"
+        data = await audio.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            return error_response(413, "too-large", f"{name}: over the {settings.max_upload_mb:g} MB upload limit", path=name)
+        try:
+            clip = await run_in_threadpool(read_usable_audio, data, settings.max_spot_seconds, None, name)
+        except AudioError as error:
+            return error_response(422, error.reason, str(error), path=name)
+        async with spotting:
+            result = await run_in_threadpool(recogniser.spot, (clip, SAMPLING_RATE), threshold, top_k)
         return {"path": name, **result.to_dict()}
 
     return app

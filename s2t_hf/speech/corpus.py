@@ -18,9 +18,10 @@ import os
 import re
 from pathlib import Path
 
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, Features, concatenate_datasets, load_from_disk
 
 from ..text.lexicon import DrugName
+from .sentences import build_sentences, write_sentence_manifest
 from .splits import assign_speakers, build_dataset_dict
 from .synthesis import MANIFEST_NAME, Clip, collect_clips, synthesize_corpus, write_manifest
 from .tts import Voice, parse_voices
@@ -37,20 +38,40 @@ def build_corpus(
     split_seed: int = 0,
     num_workers: int | None = None,
     progress: bool = True,
+    sentences_per_voice: int = 0,
+    drug_free_sentences_per_voice: int = 0,
 ) -> DatasetDict:
     """Synthesise every name with every voice under `data_dir` (reusing clips already there),
-    split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
+    split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split.
+
+    With `sentences_per_voice` (and `drug_free_sentences_per_voice`), each voice also speaks
+    that many sentences around the names (`speech.sentences`): the training voices' sentences
+    join the train split (a model learns names inside speech); all voices' are listed, with
+    their names' times, in `manifest-sentences-<split>.tsv` for spotting's evaluation. The
+    validation and test splits stay isolated names, whose top-k the trainer reports."""
     parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
-    return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed)
+    sentences = []
+    if sentences_per_voice or drug_free_sentences_per_voice:
+        sentences = build_sentences(lexicon, parsed, data_dir, sentences_per_voice, drug_free_sentences_per_voice, split_seed,
+                                    num_workers, progress)
+    return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed, sentences)
 
 
 def split_and_save(
-    clips: list[Clip], data_dir: str | Path, validation_voices: list[str] | None, test_voices: list[str] | None, split_seed: int
+    clips: list[Clip], data_dir: str | Path, validation_voices: list[str] | None, test_voices: list[str] | None, split_seed: int,
+    sentences: list[dict] | None = None,
 ) -> DatasetDict:
-    """Split the clips by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
+    """Split the clips (and sentences) by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split."""
     assignment = assign_speakers([clip.speaker for clip in clips], validation_voices, test_voices, seed=split_seed)
     splits = build_dataset_dict(clips, data_dir, assignment)
+    if sentences:
+        for split in splits:
+            write_sentence_manifest([row for row in sentences if assignment.get(row["speaker"]) == split],
+                                    Path(data_dir) / f"manifest-sentences-{split}.tsv")
+        training = [row for row in sentences if assignment.get(row["speaker"]) == "train"]
+        if training:
+            splits["train"] = concatenate_datasets([splits["train"], sentence_dataset(training, data_dir, splits["train"].features)])
     splits.save_to_disk(str(Path(data_dir) / DATASET_FOLDER))
     for split in splits:  # per-split manifests, e.g. for `s2t-hf evaluate MODEL --manifest data/.../manifest-test.tsv`
         write_manifest([clip for clip in clips if assignment[clip.speaker] == split], Path(data_dir) / f"manifest-{split}.tsv")
@@ -138,3 +159,10 @@ def merge_shards(
     clips = collect_clips(lexicon, parsed, Path(data_dir))
     write_manifest(clips, Path(data_dir) / MANIFEST_NAME)
     return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed)
+
+
+def sentence_dataset(rows: list[dict], data_dir: str | Path, features: Features) -> Dataset:
+    """Sentence manifest rows as a Dataset with the isolated names' columns (audio: the absolute path)."""
+    folder = Path(data_dir).resolve()
+    records = [{**{key: row[key] for key in features if key in row}, "audio": str(folder / row["path"])} for row in rows]
+    return Dataset.from_list(records, features=features)

@@ -106,6 +106,12 @@ class DataTrainingArguments:
     max_test_samples: Optional[int] = field(
         default=None, metadata={"help": "Evaluate on a random sample of this many test clips (default: the whole test split)."}
     )
+    sentences_per_voice: int = field(
+        default=0,
+        metadata={"help": "Also speak this many sentences around the names with every voice (refill requests, dictation; see "
+                          "s2t_hf/speech/sentences.py): the training voices' join the train split, all are listed for spotting."},
+    )
+    drug_free_sentences_per_voice: int = field(default=0, metadata={"help": "Sentences without any drug name per voice (false alarms)."})
     preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
 
     def read_lexicon(self) -> list[DrugName]:
@@ -122,6 +128,7 @@ class DataTrainingArguments:
         return build_corpus(
             lexicon, self.voices, self.data_dir, self.validation_voices, self.test_voices,
             split_seed=self.split_seed, num_workers=self.synthesis_workers,
+            sentences_per_voice=self.sentences_per_voice, drug_free_sentences_per_voice=self.drug_free_sentences_per_voice,
         )
 
 

@@ -1,0 +1,65 @@
+"""Sentences around drug names: carrier phrases, drug-free sentences, exact name times."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import soundfile
+from datasets import load_from_disk
+
+from s2t_hf.speech.corpus import build_corpus
+from s2t_hf.speech.sentences import DRUG_FREE, WITH_NAMES, plan_sentences, render
+from s2t_hf.speech.synthesis import read_manifest
+from s2t_hf.text.lexicon import build_lexicon, normalize_name
+
+from .conftest import TEST_NAMES, require_program
+
+
+def test_templates_put_names_at_the_start_middle_and_end_and_speak_numbers_as_words():
+    lexicon = build_lexicon(TEST_NAMES)
+    rng = random.Random(0)
+    places = set()
+    for template in WITH_NAMES:
+        sentence = render(template, lexicon[:2], rng)
+        normalize_name(sentence.text)  # letters and spaces only: every piece can be spoken and labelled
+        assert not any(character.isdigit() for character in sentence.text)
+        for position in sentence.names:
+            places.add("start" if position == 0 else "end" if position == len(sentence.pieces) - 1 else "middle")
+    assert places == {"start", "middle", "end"}
+    assert sum(len(render(template, lexicon[:2], rng).names) == 2 for template in WITH_NAMES) >= 3  # two names in one sentence
+
+
+def test_a_plan_uses_every_name_and_holds_drug_free_sentences():
+    lexicon = build_lexicon(TEST_NAMES)
+    sentences = plan_sentences(lexicon, count=30, drug_free=5, seed=1)
+    assert len(sentences) == 35 and sum(not sentence.names for sentence in sentences) == 5
+    spoken = {sentence.pieces[index] for sentence in sentences for index in sentence.names}
+    assert spoken == set(TEST_NAMES)
+    assert {sentence.text for sentence in sentences if not sentence.names} <= set(DRUG_FREE)
+
+
+def test_a_corpus_with_sentences_adds_them_to_training_and_lists_every_names_time(tmp_path):
+    require_program("espeak-ng")
+    require_program("flite")
+    lexicon = build_lexicon(TEST_NAMES)
+    voices = ["espeak-ng:en-us", "espeak-ng:en-gb+f2", "flite:slt", "flite:kal16"]
+    splits = build_corpus(lexicon, voices, tmp_path, ["flite:kal16"], ["flite:slt"], progress=False,
+                          sentences_per_voice=8, drug_free_sentences_per_voice=2)
+    assert len(splits["train"]) == 2 * 6 + 2 * 10  # the names of two training voices, and their sentences
+    assert len(splits["validation"]) == len(splits["test"]) == 6  # held-out splits stay isolated names
+    assert len(load_from_disk(str(tmp_path / "dataset"))["train"]) == len(splits["train"])  # what other processes read
+    rows = read_manifest(tmp_path / "manifest-sentences-test.tsv")
+    assert len(rows) == 10 and {row["voice"] for row in rows} == {"flite:slt"}
+    for row in rows:
+        audio, rate = soundfile.read(tmp_path / row["path"], dtype="float32")
+        assert rate == 16000 and abs(len(audio) / rate - float(row["duration"])) < 0.01
+        for name in json.loads(row["names"]):
+            # the name's own clip is exactly the audio between its times
+            clip, _ = soundfile.read(tmp_path / "clips" / "flite_slt" / f"{normalize_name(name['name']).replace(' ', '_')}.wav", dtype="float32")
+            start = round(name["start"] * rate)
+            assert np.allclose(audio[start : start + len(clip)], clip, atol=1e-4)
+            assert abs(name["end"] - name["start"] - len(clip) / rate) < 1e-3
+            assert name["name"] in row["text"]
+    assert sum(not json.loads(row["names"]) for row in rows) == 2
