@@ -41,7 +41,7 @@ EXTRAS_REQUIRE = {
     "serve": ["fastapi>=0.110", "uvicorn>=0.30", "python-multipart>=0.0.9"],
     # ctranslate2: the Whisper import parity tests; httpx: FastAPI's test client and the load benchmark;
     # selenium: the page's test in headless Chromium (Debian's chromium and chromium-driver)
-    "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5", "httpx>=0.27", "selenium>=4.20", "psutil>=5.9"],
+    "dev": ["pytest>=8", "hypothesis>=6", "ctranslate2>=4.8,<5", "httpx>=0.27", "selenium>=4.20", "psutil>=5.9", "pytest-xdist>=3.5"],
 }
 
 setup(

@@ -61,7 +61,8 @@ def main() -> None:
         "--max_eval_samples", "101", "--max_test_samples", "201",
     ]
     recipe = str(ROOT / "recipes" / "conformer.json")
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_configs" / "cpu-2-processes.yaml")]
+    config = ROOT / "accelerate_configs" / "cpu-2-processes.yaml"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     rows = {}
     one_seconds, _ = run([sys.executable, "run_ctc.py", recipe, *common, "--output_dir", str(work / "one"),
                           "--per_device_train_batch_size", str(args.batch)], threads=2)
@@ -73,7 +74,8 @@ def main() -> None:
                                 "--per_device_train_batch_size", str(args.batch // 2)], threads=2)
     if f"checkpoint-{args.steps}" not in again.stderr:
         sys.exit("the one-process rerun did not resume from the two-process run's final checkpoint")
-    rows["two-process checkpoint, one-process evaluation"] = {"wall_s": again_seconds, **json.loads((work / "two" / "all_results.json").read_text())}
+    again_results = json.loads((work / "two" / "all_results.json").read_text())
+    rows["two-process checkpoint, one-process evaluation"] = {"wall_s": again_seconds, **again_results}
 
     print(f"{'run':<48} {'wall s':>7} {'train s':>8} " + " ".join(f"{metric:>11}" for metric in METRICS))
     for name, row in rows.items():

@@ -47,7 +47,8 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
     if args.merge:
         splits = merge_shards(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed)
     else:
-        splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers)
+        splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers,
+                              sentences_per_voice=args.sentences_per_voice, drug_free_sentences_per_voice=args.drug_free_sentences_per_voice)
     for name, split in splits.items():
         print(f"{name}: {len(split)} clips, speakers: {', '.join(sorted(set(split['speaker'])))}")
     print(f"DatasetDict saved to {Path(args.output) / DATASET_FOLDER}; manifest: {Path(args.output) / 'manifest.tsv'}")
@@ -97,7 +98,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.audio:
         try:
-            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon, candidates=candidates, prior=prior)
+            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon,
+                                          candidates=candidates, prior=prior)
             record = {"path": path, **result.to_dict()}
         except AudioError as error:
             failures += 1
@@ -261,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--split-seed", type=int, default=0, help="seed for the default held-out speakers")
     data.add_argument("--workers", type=int, default=None, help="parallel synthesis workers (default: all cores)")
     data.add_argument("-o", "--output", required=True, help="folder for clips, manifest.tsv and the dataset")
+    data.add_argument("--sentences-per-voice", type=int, default=0,
+                      help="also speak this many sentences around the names per voice (refill requests, dictation); for spotting")
+    data.add_argument("--drug-free-sentences-per-voice", type=int, default=0, help="sentences without a drug name per voice (false alarms)")
     sharding = data.add_mutually_exclusive_group()
     sharding.add_argument("--shard", default=None, metavar="I/N",
                           help="synthesise only the I-th of N disjoint parts (one machine's share, into shared storage); then --merge")

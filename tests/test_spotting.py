@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -134,10 +132,20 @@ def test_spotting_with_an_encoder_decoder_names_what_to_use(tmp_path, lexicon):
         whisper.spot((np.zeros(16000, dtype=np.float32) + 0.01, 16000))
 
 
-def test_cli_spot_json(untrained_model, corpus):
+def test_cli_spot_json(untrained_model, corpus, capsys):
+    from s2t_hf.cli import main
+
     wav = sorted(corpus[0].glob("clips/*/*.wav"))[0]
-    result = subprocess.run([sys.executable, "-m", "s2t_hf.cli", "spot", str(untrained_model), str(wav), "--json", "--threshold=-1e9"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    record = json.loads(result.stdout)
+    assert main(["spot", str(untrained_model), str(wav), "--json", "--threshold=-1e9"]) == 0
+    record = json.loads(capsys.readouterr().out)
     assert record["path"] == str(wav) and record["names"] and {"name", "start", "end", "probability", "candidates"} <= set(record["names"][0])
+
+
+def test_with_word_delimiters_a_name_is_found_only_as_a_whole_word():
+    names = ["one", "oxymorphone"]
+    delimited = CTCSpotter(build_lexicon(names), [ids(name) for name in names], BLANK, word_delimiter_id=LETTERS.index("z"))
+    log_probs = frames_spelling("z_refill_z_my_z_oxymorphone_z_one_z")  # 'z' stands for the word delimiter here
+    spans = delimited.spot(log_probs, threshold=-0.5)
+    assert [(names[span.name], span.start) for span in spans] == [("oxymorphone", 16), ("one", 30)]
+    undelimited = spotter(names).spot(log_probs, threshold=-0.5)
+    assert any(names[span.name] == "one" and span.start < 28 for span in undelimited)  # without edges, 'one' inside 'oxymorphone'

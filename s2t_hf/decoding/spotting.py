@@ -12,8 +12,9 @@ token is the name's and negative elsewhere; a span's score is the sum over its f
 frames outside it are filler and add 0), so 0 means the greedy transcript spells the name there.
 The best path is a Viterbi path (max, not the sum over alignments): it has one span, whose start
 and end frames are kept. Dividing by the name's letters gives `per_letter`, what a threshold
-compares. A name found is then rescored exactly, with every other name, on its span (see
-`S2T.spot`), which gives the calibrated probability and the runner-up names.
+compares. With the tokenizer's word delimiter a name starts and ends only at a word's edge of
+the best reading. A name found is then rescored exactly, with every other name, on its span
+(see `S2T.spot`), which gives the calibrated probability and the runner-up names.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class Span:
 class CTCSpotter:
     """Best span of every lexicon name in (frames, vocab) CTC log-probabilities."""
 
-    def __init__(self, lexicon: list[DrugName], label_ids: list[list[int]], blank_id: int):
+    def __init__(self, lexicon: list[DrugName], label_ids: list[list[int]], blank_id: int, word_delimiter_id: int | None = None):
         if len(lexicon) != len(label_ids) or any(not ids for ids in label_ids):
             raise ValueError("one non-empty token sequence per lexicon name is needed")
         self.lexicon = lexicon
         self.blank_id = blank_id
+        self.word_delimiter_id = word_delimiter_id
         self.trie = PrefixTrie(label_ids)
         self.label_lengths = torch.tensor([len(ids) for ids in label_ids], dtype=torch.float32)
 
@@ -58,6 +60,7 @@ class CTCSpotter:
         ratios = ratios - ratios.max(dim=-1, keepdim=True).values  # <= 0: 0 for the frame's best token
         if blocked is not None:
             ratios = ratios.masked_fill(blocked.cpu()[:, None], -float("inf"))
+        can_start, can_end = self.word_edges(log_probs)
         trie, impossible = self.trie, -float("inf")
         nodes = len(trie)
         on_token = torch.full((nodes,), impossible)  # best ratio of a path now on node's last token
@@ -75,7 +78,7 @@ class CTCSpotter:
             parent_blank = on_blank[parents]
             from_parent = torch.maximum(parent_token, parent_blank)
             parent_start = torch.where(parent_token >= parent_blank, start_token[parents], start_blank[parents])
-            from_parent = torch.where(is_first, torch.zeros(()), from_parent)
+            from_parent = torch.where(is_first, torch.tensor(0.0 if can_start[frame] else impossible), from_parent)
             parent_start = torch.where(is_first, torch.full((), frame), parent_start)
             stay = on_token >= from_parent
             entering = torch.maximum(on_token, from_parent)
@@ -88,7 +91,7 @@ class CTCSpotter:
             on_token[0], on_blank[0] = impossible, impossible  # the root is the filler, kept implicit
             # a name may end on its last token at this frame; the filler takes over after it
             ending = on_token[trie.ends]
-            better = ending > best
+            better = (ending > best) & bool(can_end[frame])
             best = torch.where(better, ending, best)
             best_start = torch.where(better, start_token[trie.ends], best_start)
             best_end = torch.where(better, torch.full((), frame + 1), best_end)
@@ -97,6 +100,29 @@ class CTCSpotter:
             Span(index, int(start), int(end), float(score), float(letter))
             for index, (start, end, score, letter) in enumerate(zip(best_start, best_end, best, per_letter))
         ]
+
+    def word_edges(self, log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames where a name may start and where it may end: with a word delimiter, only at a
+        word's edge in the model's own best reading (the last token read before the start, and
+        the first after the end, are the delimiter or nothing), so 'one' is not found inside
+        'oxymorphone'; without one, anywhere."""
+        frames = log_probs.shape[0]
+        if self.word_delimiter_id is None:
+            return torch.ones(frames, dtype=torch.bool), torch.ones(frames, dtype=torch.bool)
+        best = log_probs.argmax(dim=-1).tolist()
+        edge = {None, self.word_delimiter_id}
+        can_start, can_end = torch.zeros(frames, dtype=torch.bool), torch.zeros(frames, dtype=torch.bool)
+        last = None
+        for frame in range(frames):  # the last token read before each frame
+            can_start[frame] = last in edge
+            if best[frame] != self.blank_id:
+                last = best[frame]
+        following = None
+        for frame in reversed(range(frames)):  # the first token read after each frame
+            can_end[frame] = following in edge
+            if best[frame] != self.blank_id:
+                following = best[frame]
+        return can_start, can_end
 
     def spot(self, log_probs: torch.Tensor, threshold: float, max_rounds: int = 4, min_frames_apart: int = 0) -> list[Span]:
         """Names whose best span scores at least `threshold` per letter, no two overlapping:

@@ -146,7 +146,8 @@ class S2T:
             margin = (probabilities[0] - (probabilities[1] if len(probabilities) > 1 else 0.0)) if probabilities else 0.0
             gap = float(batch.transcript_scores[row] - batch.scores[row, indices[0]]) if indices else math.inf
             candidates = [
-                Candidate(self.lexicon[index].name, round(float(batch.scores[row, index]), 4), round(probability, 4), self.lexicon[index].generic)
+                Candidate(self.lexicon[index].name, round(float(batch.scores[row, index]), 4), round(probability, 4),
+                          self.lexicon[index].generic)
                 for index, probability in zip(indices[:top_k], probabilities)
             ]
             results.append(Recognition(

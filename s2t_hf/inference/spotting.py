@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
-from ..decoding.ctc import ctc_log_probs, output_lengths
+from ..decoding.ctc import ctc_log_probs, greedy_ids, output_lengths
 from ..decoding.spotting import CTCSpotter, TimedName, merge_windows
+from ..decoding.transcripts import decode_ids
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
 from ..text.vocabulary import encode_labels
 from .results import Candidate
 
 # Per-letter log-likelihood ratio against filler a span needs to count (0: the model's own best
-# reading spells the name there). Not yet fitted on sentences of held-out voices: see README.
-DEFAULT_THRESHOLD = -0.5
+# reading spells the name there). Chosen on the validation voices' sentences for recipes/spotting.json
+# (F1 0.90 there; benchmarks/results/spotting_validation.json); another model may want another.
+DEFAULT_THRESHOLD = -2.0
 SPAN_MARGIN_FRAMES = 2  # frames either side of a span kept when the span is rescored
 
 
@@ -68,7 +70,10 @@ def spotter_for(recogniser) -> CTCSpotter:
         )
     if getattr(recogniser, "_spotter", None) is None:
         tokenizer = recogniser.processor.tokenizer
-        recogniser._spotter = CTCSpotter(recogniser.lexicon, encode_labels(tokenizer, recogniser.lexicon), recogniser.ranker.blank_id)
+        word_delimiter = getattr(tokenizer, "word_delimiter_token", None)
+        delimiter = tokenizer.convert_tokens_to_ids(word_delimiter) if word_delimiter else None
+        recogniser._spotter = CTCSpotter(recogniser.lexicon, encode_labels(tokenizer, recogniser.lexicon), recogniser.ranker.blank_id,
+                                         delimiter if delimiter != tokenizer.unk_token_id else None)
     return recogniser._spotter
 
 
@@ -103,12 +108,13 @@ def spot(
         piece = clip[start : start + window]
         inputs = pad_features(extractor, clip_features(extractor, [piece]))
         input_lengths = inputs.pop(INPUT_LENGTHS)
-        log_probs = ctc_log_probs(recogniser.model, {key: value.to(recogniser.model.device) for key, value in inputs.items()}, input_lengths)
+        inputs = {key: value.to(recogniser.model.device) for key, value in inputs.items()}
+        log_probs = ctc_log_probs(recogniser.model, inputs, input_lengths)
         frames = int(output_lengths(recogniser.model, input_lengths, log_probs.shape[1])[0])
         log_probs = log_probs[0, :frames]
         seconds_per_frame = len(piece) / SAMPLING_RATE / frames
-        whole = recogniser.scores_from_log_probs(log_probs[None], torch.tensor([frames]))
-        transcripts.append(whole.transcripts[0])
+        greedy = greedy_ids(log_probs[None], torch.tensor([frames]))
+        transcripts.append(decode_ids(recogniser.processor.tokenizer, greedy.numpy(), ctc_output=True)[0])
         window_found = []
         for span in spotter.spot(log_probs, threshold):
             first, last = max(0, span.start - SPAN_MARGIN_FRAMES), min(frames, span.end + SPAN_MARGIN_FRAMES)

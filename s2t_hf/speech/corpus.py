@@ -40,6 +40,7 @@ def build_corpus(
     progress: bool = True,
     sentences_per_voice: int = 0,
     drug_free_sentences_per_voice: int = 0,
+    sentence_names: list[DrugName] | None = None,
 ) -> DatasetDict:
     """Synthesise every name with every voice under `data_dir` (reusing clips already there),
     split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split.
@@ -48,13 +49,15 @@ def build_corpus(
     that many sentences around the names (`speech.sentences`): the training voices' sentences
     join the train split (a model learns names inside speech); all voices' are listed, with
     their names' times, in `manifest-sentences-<split>.tsv` for spotting's evaluation. The
-    validation and test splits stay isolated names, whose top-k the trainer reports."""
+    validation and test splits stay isolated names, whose top-k the trainer reports.
+    `sentence_names`: the names sentences use (default: the lexicon; leave out words that are
+    not drug names, such as the real-voice check's)."""
     parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
     sentences = []
     if sentences_per_voice or drug_free_sentences_per_voice:
-        sentences = build_sentences(lexicon, parsed, data_dir, sentences_per_voice, drug_free_sentences_per_voice, split_seed,
-                                    num_workers, progress)
+        sentences = build_sentences(sentence_names or lexicon, parsed, data_dir, sentences_per_voice, drug_free_sentences_per_voice,
+                                    split_seed, num_workers, progress)
     return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed, sentences)
 
 
@@ -122,7 +125,8 @@ def synthesize_shard(
     folder.mkdir(parents=True, exist_ok=True)
     receipt = folder / f"{shard[0]}-of-{shard[1]}.json"
     partial = receipt.with_suffix(".partial")
-    partial.write_text(json.dumps({"shard": shard[0], "of": shard[1], "clips": len(clips), "corpus": corpus_fingerprint(lexicon, parsed)}) + "\n")
+    receipt_fields = {"shard": shard[0], "of": shard[1], "clips": len(clips), "corpus": corpus_fingerprint(lexicon, parsed)}
+    partial.write_text(json.dumps(receipt_fields) + "\n")
     os.replace(partial, receipt)
     return clips
 

@@ -178,7 +178,9 @@ def batches(pairs: list[tuple[Voice, DrugName]], size: int) -> Iterable[tuple[Vo
             yield voice, entries[start : start + size]
 
 
-def collect_clips(lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path, pairs: list[tuple[Voice, DrugName]] | None = None) -> list[Clip]:
+def collect_clips(
+    lexicon: list[DrugName], voices: list[Voice], corpus_dir: Path, pairs: list[tuple[Voice, DrugName]] | None = None
+) -> list[Clip]:
     """Manifest rows of the clips on disk, voice by voice in lexicon order (of `pairs` only, when given)."""
     clips = []
     for voice, entry in pairs if pairs is not None else [(voice, entry) for voice in voices for entry in lexicon]:

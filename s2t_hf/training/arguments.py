@@ -129,6 +129,7 @@ class DataTrainingArguments:
             lexicon, self.voices, self.data_dir, self.validation_voices, self.test_voices,
             split_seed=self.split_seed, num_workers=self.synthesis_workers,
             sentences_per_voice=self.sentences_per_voice, drug_free_sentences_per_voice=self.drug_free_sentences_per_voice,
+            sentence_names=load_lexicon(self.lexicon, limit=self.max_lexicon_names),  # drug names only, not the extra words
         )
 
 

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from datasets import Audio, Dataset, DatasetDict
 from accelerate.utils import gather_object
+from datasets import Audio, Dataset, DatasetDict
 from transformers import Trainer
 
 from ..evaluation.metrics import TOP_KS
