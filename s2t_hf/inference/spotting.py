@@ -66,7 +66,7 @@ def spotter_for(recogniser) -> CTCSpotter:
     if recogniser.is_seq2seq:
         raise ValueError(
             f"{recogniser.source} is an encoder-decoder (Whisper, Speech2Text): spotting needs a CTC model (the conformer, "
-            "wav2vec 2.0, HuBERT, XLSR or Whisper-CTC, recipes/whisper-tiny-ctc.json); Whisper's own spotting is not built yet"
+            "wav2vec 2.0, HuBERT, XLSR or Whisper-CTC; recipes/spotting.json trains one on sentences); Whisper's own spotting is not built yet"
         )
     if getattr(recogniser, "_spotter", None) is None:
         tokenizer = recogniser.processor.tokenizer
