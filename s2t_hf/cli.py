@@ -90,7 +90,10 @@ def read_prior(value: str | None) -> dict[str, float] | None:
     return prior
 
 
-def cmd_recognize(args: argparse.Namespace) -> int:
+def for_each_recording(args: argparse.Namespace, process, describe) -> int:
+    """Run `process(recogniser, path, candidates, prior)` on every audio file of the command and
+    print its result: JSON lines with --json, else `describe(record)`; a file that cannot be read
+    prints its error and the others go on. Exit status 1 only when every file failed."""
     from .audio.reading import AudioError
 
     recogniser = load_recogniser(args)
@@ -98,9 +101,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.audio:
         try:
-            result = recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon,
-                                          candidates=candidates, prior=prior)
-            record = {"path": path, **result.to_dict()}
+            record = {"path": path, **process(recogniser, path, candidates, prior).to_dict()}
         except AudioError as error:
             failures += 1
             record = {"path": path, "error": str(error)}
@@ -109,12 +110,23 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         elif "error" in record:
             print(f"{path}: error: {record['error']}")
         else:
-            ranked = ", ".join(
-                f"{c['name']}{' -> ' + c['generic'] if c['generic'] else ''} ({100 * c['probability']:.1f}%)" for c in record["candidates"]
-            )
-            flags = ("  [NOT IN LEXICON]" if record["out_of_lexicon"] else "") + ("  [AMBIGUOUS]" if record["ambiguous"] else "")
-            print(f"{path}: heard {record['transcript']!r} -> {ranked}{flags}")
+            print(f"{path}: {describe(record)}")
     return 1 if failures == len(args.audio) else 0
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    def recognize(recogniser, path, candidates, prior):
+        return recogniser.recognize(path, top_k=args.top_k, allow_out_of_lexicon=args.allow_out_of_lexicon,
+                                    candidates=candidates, prior=prior)
+
+    def describe(record: dict) -> str:
+        ranked = ", ".join(
+            f"{c['name']}{' -> ' + c['generic'] if c['generic'] else ''} ({100 * c['probability']:.1f}%)" for c in record["candidates"]
+        )
+        flags = ("  [NOT IN LEXICON]" if record["out_of_lexicon"] else "") + ("  [AMBIGUOUS]" if record["ambiguous"] else "")
+        return f"heard {record['transcript']!r} -> {ranked}{flags}"
+
+    return for_each_recording(args, recognize, describe)
 
 
 def format_metrics_row(label: str, metrics: dict) -> str:
@@ -123,30 +135,18 @@ def format_metrics_row(label: str, metrics: dict) -> str:
 
 
 def cmd_spot(args: argparse.Namespace) -> int:
-    from .audio.reading import AudioError
+    def spot(recogniser, path, candidates, prior):
+        return recogniser.spot(path, threshold=args.threshold, top_k=args.top_k, candidates=candidates, prior=prior,
+                               window_seconds=args.window_seconds, overlap_seconds=args.overlap_seconds)
 
-    recogniser = load_recogniser(args)
-    candidates, prior = read_candidates(args.candidates), read_prior(args.prior)
-    failures = 0
-    for path in args.audio:
-        try:
-            result = recogniser.spot(path, threshold=args.threshold, top_k=args.top_k, candidates=candidates, prior=prior,
-                                     window_seconds=args.window_seconds, overlap_seconds=args.overlap_seconds)
-            record = {"path": path, **result.to_dict()}
-        except AudioError as error:
-            failures += 1
-            record = {"path": path, "error": str(error)}
-        if args.json:
-            print(json.dumps(record))
-        elif "error" in record:
-            print(f"{path}: error: {record['error']}")
-        else:
-            found = "; ".join(
-                f"{name['start']:.2f}-{name['end']:.2f} s {name['name']}{' -> ' + name['generic'] if name['generic'] else ''} "
-                f"({100 * name['probability']:.1f}%{', AMBIGUOUS' if name['ambiguous'] else ''})" for name in record["names"]
-            )
-            print(f"{path}: {found or 'no drug name found'}")
-    return 1 if failures == len(args.audio) else 0
+    def describe(record: dict) -> str:
+        found = "; ".join(
+            f"{name['start']:.2f}-{name['end']:.2f} s {name['name']}{' -> ' + name['generic'] if name['generic'] else ''} "
+            f"({100 * name['probability']:.1f}%{', AMBIGUOUS' if name['ambiguous'] else ''})" for name in record["names"]
+        )
+        return found or "no drug name found"
+
+    return for_each_recording(args, spot, describe)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -16,11 +16,9 @@ their names' times (`names`: JSON).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 from collections.abc import Iterable
@@ -28,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from ..audio.reading import SAMPLING_RATE, load_audio
 from ..text.lexicon import DrugName, build_lexicon, normalize_name
-from .synthesis import clip_path, synthesize_corpus
+from .synthesis import clip_path, synthesize_corpus, write_clip, write_tsv
 from .tts import Voice
 
 logger = logging.getLogger(__name__)
@@ -187,9 +184,7 @@ def build_sentences(
                 continue
             audio, spans = join_pieces([load_audio(source) for source in sources], random.Random(f"{seed}:{voice.id}:{number}"))
             if not path.is_file():
-                partial = path.with_name(path.stem + ".partial.wav")
-                soundfile.write(partial, audio, SAMPLING_RATE, subtype="PCM_16")
-                os.replace(partial, path)
+                write_clip(audio, path)
             names = [{"name": sentence.pieces[index], "start": round(spans[index][0], 5), "end": round(spans[index][1], 5)}
                      for index in sentence.names]
             rows.append({
@@ -201,9 +196,4 @@ def build_sentences(
 
 
 def write_sentence_manifest(rows: list[dict], path: Path) -> None:
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SENTENCE_COLUMNS, delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
+    write_tsv(rows, SENTENCE_COLUMNS, path)

@@ -71,10 +71,16 @@ def finish_clip(raw_path: Path, final_path: Path) -> bool:
     except AudioError as error:
         logger.warning("%s: engine output unusable (%s); skipped", final_path, error)
         return False
-    partial_path = final_path.with_name(final_path.stem + TEMP_SUFFIX)
-    soundfile.write(partial_path, audio, SAMPLING_RATE, subtype="PCM_16")
-    os.replace(partial_path, final_path)
+    write_clip(audio, final_path)
     return True
+
+
+def write_clip(audio: np.ndarray, path: Path) -> None:
+    """A 16 kHz PCM16 clip written under a temporary name and moved into place: a killed run never
+    leaves a partial file that reads as a finished clip."""
+    partial_path = path.with_name(path.stem + TEMP_SUFFIX)
+    soundfile.write(partial_path, audio, SAMPLING_RATE, subtype="PCM_16")
+    os.replace(partial_path, path)
 
 
 def synthesize_batch(voice: Voice, entries: list[DrugName], corpus_dir: Path, timeout: float) -> int:
@@ -193,11 +199,16 @@ def collect_clips(
 
 
 def write_manifest(clips: list[Clip], path: Path) -> None:
+    write_tsv((asdict(clip) for clip in clips), MANIFEST_COLUMNS, path)
+
+
+def write_tsv(rows: Iterable[dict], columns: list[str], path: Path) -> None:
+    """A tab-separated file with a header, written to a temporary name and moved into place."""
     partial = path.with_suffix(".partial")
     with open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, delimiter="\t")
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t")
         writer.writeheader()
-        writer.writerows(asdict(clip) for clip in clips)
+        writer.writerows(rows)
     os.replace(partial, path)
 
 
