@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -128,6 +129,17 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
     async def lexicon() -> dict:
         return {"count": len(recogniser.lexicon), "names": [entry.name for entry in recogniser.lexicon]}
 
+    async def read_upload(audio: UploadFile, max_seconds: float) -> tuple[str, np.ndarray | JSONResponse]:
+        """The upload's name and its 16 kHz clip, or the 413 / 422 response naming what is wrong with it."""
+        name = audio.filename or "upload"
+        data = await audio.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:  # a multipart body can hide a larger part behind a small Content-Length
+            return name, error_response(413, "too-large", f"{name}: over the {settings.max_upload_mb:g} MB upload limit", path=name)
+        try:
+            return name, await run_in_threadpool(read_usable_audio, data, max_seconds, None, name)
+        except AudioError as error:
+            return name, error_response(422, error.reason, str(error), path=name)
+
     @app.post("/v1/recognize")
     async def recognize(
         audio: Annotated[UploadFile, File(description="the recording: wav, flac, ogg or mp3; any rate, mono or stereo")],
@@ -135,14 +147,9 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
         allow_out_of_lexicon: Annotated[bool, Query(description="decision null when no name fits as well as the transcript")] = False,
     ):
         """Rank the lexicon's names for one recording: the JSON of `s2t-hf recognize --json`."""
-        name = audio.filename or "upload"
-        data = await audio.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:  # a multipart body can hide a larger part behind a small Content-Length
-            return error_response(413, "too-large", f"{name}: over the {settings.max_upload_mb:g} MB upload limit", path=name)
-        try:
-            clip = await run_in_threadpool(read_usable_audio, data, settings.max_seconds, None, name)
-        except AudioError as error:
-            return error_response(422, error.reason, str(error), path=name)
+        name, clip = await read_upload(audio, settings.max_seconds)
+        if isinstance(clip, JSONResponse):
+            return clip
         try:
             future = batcher.submit(clip, top_k, allow_out_of_lexicon)
         except QueueFull as error:
@@ -163,14 +170,9 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
         if recogniser.is_seq2seq:
             return error_response(501, "cannot-spot", f"{recogniser.source} is an encoder-decoder: spotting needs a CTC model "
                                   "(see `s2t-hf spot --help`)")
-        name = audio.filename or "upload"
-        data = await audio.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            return error_response(413, "too-large", f"{name}: over the {settings.max_upload_mb:g} MB upload limit", path=name)
-        try:
-            clip = await run_in_threadpool(read_usable_audio, data, settings.max_spot_seconds, None, name)
-        except AudioError as error:
-            return error_response(422, error.reason, str(error), path=name)
+        name, clip = await read_upload(audio, settings.max_spot_seconds)
+        if isinstance(clip, JSONResponse):
+            return clip
         async with spotting:
             result = await run_in_threadpool(recogniser.spot, (clip, SAMPLING_RATE), threshold, top_k)
         return {"path": name, **result.to_dict()}
