@@ -187,6 +187,41 @@ def test_one_batch_answers_each_caller_with_its_own_result(recogniser, clips):
         np.testing.assert_allclose([c.score for c in mine.candidates], [c.score for c in reference.candidates], atol=1e-3)
 
 
+def test_two_workers_score_two_batches_at_once_and_each_caller_gets_its_own_answer(recogniser, clips):
+    """`workers=2`: two batches are in `score_batch` at the same moment (the first two wait at a
+    barrier that only a second, concurrent batch can open; one worker would time out there), and
+    every caller still gets the answer its clip gets alone."""
+    import itertools
+    import threading
+
+    audio = [soundfile.read(path, dtype="float32")[0] for path in clips]
+    alone = [recogniser.recognize((clip, 16_000), top_k=3) for clip in audio]
+    barrier, calls = threading.Barrier(2, timeout=30), itertools.count()
+    original = recogniser.score_batch
+
+    def meeting(batch, top_k=5):
+        if next(calls) < 2:
+            barrier.wait()  # BrokenBarrierError unless another batch is being scored too
+        return original(batch, top_k)
+
+    batcher = DynamicBatcher(recogniser, max_batch=len(audio), max_wait_ms=0, workers=2)
+    recogniser.score_batch = meeting
+    try:
+        futures = [batcher.submit(clip, top_k=3) for clip in audio + audio]  # queued first: the workers share them out
+        batcher.start()
+        answers = [future.result(60) for future in futures]
+    finally:
+        recogniser.score_batch = original
+        batcher.stop()
+    assert batcher.stats.batches >= 2 and batcher.stats.clips == 2 * len(audio)
+    assert not any(thread.is_alive() for thread in threading.enumerate() if thread.name.startswith("s2t-hf-batcher"))
+    for mine, reference in zip(answers, alone + alone, strict=True):
+        assert [c.name for c in mine.candidates] == [c.name for c in reference.candidates]
+        np.testing.assert_allclose([c.score for c in mine.candidates], [c.score for c in reference.candidates], atol=1e-3)
+    with pytest.raises(ValueError, match=r"workers \(0\)"):
+        DynamicBatcher(recogniser, workers=0)
+
+
 def test_a_failing_batch_answers_its_callers_with_the_error_and_the_server_goes_on(recogniser, clips):
     batcher = DynamicBatcher(recogniser, max_batch=4, max_wait_ms=0)
     batcher.start()

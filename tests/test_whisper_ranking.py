@@ -373,3 +373,51 @@ def test_generated_ids_are_scored_as_generated_after_the_prompt(tokenizer):
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
     too_long = torch.tensor([ranker.prompt_ids + metformin * 300])  # longer than the 448 decoder positions
     assert torch.isfinite(ranker.generated_scores(model, hidden[:1], None, too_long)).all()
+
+
+def test_greedy_transcript_is_generates_and_scored_as_teacher_forcing(tokenizer, sure_clips):
+    """`transcribe_and_score` decodes the transcript with the ranker's own decoder pass: the ids
+    Hugging Face's greedy `generate` writes (suppressed tokens and all; <|endoftext|> forced at
+    the length limit), the score of teacher forcing them, and the names' scores of `scores`."""
+    from transformers import GenerationConfig
+    from transformers.modeling_outputs import BaseModelOutput
+
+    lexicon = build_lexicon(NAMES)
+    model, clips = sure_clips
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    metformin = tokenizer.encode(" metformin", add_special_tokens=False)
+    ending = tiny_whisper(tokenizer, sharpness=3.0)  # ends soon: <|endoftext|> outscores most tokens
+    with torch.no_grad():
+        ending.model.decoder.layer_norm.bias.fill_(1.0)
+        ending.model.decoder.embed_tokens.weight[end] = 0.5
+    hidden = torch.cat([clips, encoder_output(model, clips=3, seed=4)])
+    ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), spellings="label", prune_margin=0.0, top_k=3)
+    limit = model.config.max_target_positions - len(ranker.prompt_ids)
+    lengths = []
+    for tested in (model, ending):
+        tested.generation_config = GenerationConfig(
+            decoder_start_token_id=prompt_of(tokenizer)[0], eos_token_id=end, pad_token_id=end,
+            max_length=tested.config.max_target_positions,
+            suppress_tokens=[metformin[0], 5, 7], begin_suppress_tokens=[end],
+        )
+        generated, scores, own = ranker.transcribe_and_score(tested, hidden, top_k=3)
+        prompt = torch.tensor([ranker.prompt_ids] * len(hidden))
+        with torch.no_grad():
+            encoded = BaseModelOutput(last_hidden_state=hidden)
+            expected = tested.generate(encoder_outputs=encoded, decoder_input_ids=prompt, num_beams=1, do_sample=False)
+        for ours, theirs in zip(generated.tolist(), expected.tolist()):
+            assert ours[: len(ranker.prompt_ids)] == ranker.prompt_ids
+            ours = ours[len(ranker.prompt_ids) : ours.index(end) + 1]
+            if theirs[: len(ranker.prompt_ids)] == ranker.prompt_ids:  # Whisper's generate returns the text alone
+                theirs = theirs[len(ranker.prompt_ids) :]
+            assert metformin[0] not in ours and ours[0] != end  # suppressed; <|endoftext|> not first
+            text = theirs[: theirs.index(end)] if end in theirs else theirs  # generate may leave <|endoftext|> out
+            if len(text) < limit:
+                assert ours == text + [end]
+            else:  # generate stopped at the limit; our transcript ends there, with <|endoftext|>
+                assert len(ours) == limit and ours[:-1] == text[: limit - 1]
+            lengths.append(len(ours))
+        torch.testing.assert_close(own, ranker.generated_scores(tested, hidden, None, generated), rtol=0, atol=1e-4)
+        torch.testing.assert_close(scores, ranker.scores(tested, hidden, None, 3), rtol=0, atol=1e-5)
+    assert limit in lengths and min(lengths) < 5  # the random model runs to the limit, the other ends at once
+    assert ranker.transcribe_and_score(model, hidden[:0])[1].shape == (0, len(lexicon))

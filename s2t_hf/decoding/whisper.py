@@ -264,6 +264,127 @@ def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: t
     return chosen - torch.cat(normalisers)[rows]
 
 
+class Prompted:
+    """A batch of clips with the decoder prompt read: each clip's cross-attention keys and
+    values per layer (computed once, shared by the greedy transcript and the names' search),
+    the prompt's self-attention keys and values per layer, (clips, prompt, heads, head_dim)
+    each, and the final decoder state after the prompt, (clips, d_model)."""
+
+    def __init__(self, decoder: torch.nn.Module, frames: list[torch.Tensor], prompt_ids: list[int]):
+        prompt = torch.tensor([prompt_ids], device=frames[0].device)
+        self.stacked = None  # all clips alike long (Whisper's fixed window): per layer (clips, heads, frames, head_dim) keys, values
+        if len({len(clip_frames) for clip_frames in frames}) > 1:
+            self.cross = [_cross_keys_values(decoder, clip_frames) for clip_frames in frames]
+            roots, keys, values = [], [], []
+            for cross in self.cross:
+                states, keys_values = decoder_states(decoder, prompt, cross)
+                roots.append(states[0, -1])
+                keys.append([layer_keys[0] for layer_keys, _ in keys_values])
+                values.append([layer_values[0] for _, layer_values in keys_values])
+            self.keys = [torch.stack(layer) for layer in zip(*keys)]
+            self.values = [torch.stack(layer) for layer in zip(*values)]
+            self.roots = torch.stack(roots)
+            return
+        # one pass for the batch: every layer's cross keys from all clips' frames at once, the
+        # prompt's rows side by side, each attending to its own clip's frames
+        encoder_states = torch.stack(frames)
+        self.stacked = [
+            tuple(_split_heads(layer.encoder_attn, projection(encoder_states)).transpose(1, 2)
+                  for projection in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj))
+            for layer in decoder.layers
+        ]
+        self.cross = [[(keys[clip], values[clip]) for keys, values in self.stacked] for clip in range(len(frames))]
+        clips, length = len(frames), prompt.shape[1]
+        states = decoder.embed_tokens(prompt.expand(clips, -1)) + decoder.embed_positions.weight[:length]
+        causal = torch.ones(length, length, dtype=torch.bool, device=prompt.device).tril()
+        self.keys, self.values = [], []
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attn
+            hidden = layer.self_attn_layer_norm(states)
+            queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (clips, prompt, heads, head_dim)
+            keys, values = _split_heads(attention, attention.k_proj(hidden)), _split_heads(attention, attention.v_proj(hidden))
+            self.keys.append(keys)
+            self.values.append(values)
+            weights = torch.einsum("cqhe,ckhe->chqk", queries, keys).masked_fill(~causal, -float("inf")).softmax(-1)
+            states = states + attention.out_proj(torch.einsum("chqk,ckhe->cqhe", weights, values).reshape(clips, length, -1))
+            cross = layer.encoder_attn
+            queries = _split_heads(cross, cross.q_proj(layer.encoder_attn_layer_norm(states)) * cross.scaling)
+            cross_keys, cross_values = self.stacked[index]
+            weights = torch.einsum("cqhe,chfe->chqf", queries, cross_keys).softmax(-1)
+            states = states + cross.out_proj(torch.einsum("chqf,chfe->cqhe", weights, cross_values).reshape(clips, length, -1))
+            states = states + _feed_forward(layer, states)
+        self.roots = decoder.layer_norm(states[:, -1])
+
+    def cross_attention(self, layer: torch.nn.Module, index: int, clips: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Layer `index`'s cross-attention output for one row per clip in `clips`."""
+        if self.stacked is None:
+            rows = enumerate(clips.tolist())
+            return torch.cat([_cross_attention(layer, states[row : row + 1], *self.cross[clip][index]) for row, clip in rows])
+        attention = layer.encoder_attn
+        queries = _split_heads(attention, attention.q_proj(layer.encoder_attn_layer_norm(states)) * attention.scaling)
+        keys, values = self.stacked[index]
+        weights = torch.einsum("rhe,rhfe->rhf", queries, keys[clips]).softmax(-1)
+        return attention.out_proj(torch.einsum("rhf,rhfe->rhe", weights, values[clips]).reshape(len(clips), -1))
+
+
+def greedy_decode(
+    decoder: torch.nn.Module, projection: torch.nn.Module, prompted: Prompted, end_id: int, max_new_tokens: int,
+    suppress: list[int] | None = None, begin_suppress: list[int] | None = None,
+) -> tuple[list[list[int]], torch.Tensor]:
+    """Each clip's greedy transcript after the prompt (token ids ending with <|endoftext|>) and
+    its log-probability, sharing the clips' cross-attention keys with the names' search.
+
+    As Hugging Face's `generate` for Whisper without timestamps: at each step the argmax of the
+    logits with the generation config's `suppress_tokens` (and, at the first step, its
+    `begin_suppress_tokens`) set to -inf; <|endoftext|> is forced as the `max_new_tokens`-th
+    token. The score sums each token's log-softmax over the whole vocabulary, unsuppressed:
+    what teacher forcing the ids gives (`WhisperRanker.sequence_scores`), without a second
+    decoder pass. Written out for the reason the search is (module docstring)."""
+    clips, prompt_length = len(prompted.roots), prompted.keys[0].shape[1]
+    device = prompted.roots.device
+    width = prompt_length + max_new_tokens
+    keys = [layer.new_empty(clips, width, *layer.shape[2:]) for layer in prompted.keys]
+    values = [layer.new_empty(clips, width, *layer.shape[2:]) for layer in prompted.values]
+    for cache, prompt in zip(keys + values, prompted.keys + prompted.values):
+        cache[:, :prompt_length] = prompt
+    vocabulary = projection.weight.shape[0]  # ids past it are ignored, as generate's processors do
+    suppress = {token for token in suppress or [] if token < vocabulary}
+    suppressed = torch.tensor(sorted(suppress), dtype=torch.long, device=device)
+    first = suppress | {token for token in begin_suppress or [] if token < vocabulary}
+    suppressed_first = torch.tensor(sorted(first), dtype=torch.long, device=device)
+    tokens_of: list[list[int]] = [[] for _ in range(clips)]
+    scores = torch.zeros(clips, dtype=torch.float64)
+    running, states = torch.arange(clips, device=device), prompted.roots
+    for step in range(max_new_tokens):
+        logits = torch.nn.functional.linear(states, projection.weight, projection.bias).float()
+        if step == max_new_tokens - 1:
+            tokens = torch.full((len(running),), end_id, device=device)
+        else:
+            tokens = logits.index_fill(1, suppressed_first if step == 0 else suppressed, -float("inf")).argmax(-1)
+        scores[running.cpu()] += logits.log_softmax(-1).gather(1, tokens[:, None])[:, 0].double().cpu()
+        for clip, token in zip(running.tolist(), tokens.tolist()):
+            tokens_of[clip].append(token)
+        going = tokens != end_id
+        running, tokens = running[going], tokens[going]
+        if not len(running):
+            break
+        position = prompt_length + step
+        states = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[position]
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attn
+            hidden = layer.self_attn_layer_norm(states)
+            queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (rows, heads, head_dim)
+            keys[index][running, position] = _split_heads(attention, attention.k_proj(hidden))
+            values[index][running, position] = _split_heads(attention, attention.v_proj(hidden))
+            weights = torch.einsum("rhe,rthe->rht", queries, keys[index][running, : position + 1]).softmax(-1)
+            output = torch.einsum("rht,rthe->rhe", weights, values[index][running, : position + 1])
+            states = states + attention.out_proj(output.reshape(len(running), -1))
+            states = states + prompted.cross_attention(layer, index, running, states)
+            states = states + _feed_forward(layer, states)
+        states = decoder.layer_norm(states)
+    return tokens_of, scores
+
+
 class _NodeStore:
     """What expanded nodes keep, one slot per (clip, node): each decoder layer's self-attention
     keys and values (read by their descendants) and the final decoder state (projected onto the
@@ -420,11 +541,46 @@ class WhisperRanker:
         the model attends to all of it (HF ignores the mask), so pass None for Whisper."""
         decoder, projection = _parts(model)
         frames = [self._frames(encoder_hidden, encoder_mask, clip) for clip in range(encoder_hidden.shape[0])]
-        if self.prune_margin is None:  # clip by clip: the whole tree's keys would not fit for many
-            searches = [self._exhaustive(decoder, projection, [clip_frames]) for clip_frames in frames]
+        if not frames:
+            return torch.empty(0, len(self.lexicon))
+        prompted = None if self.prune_margin is None else Prompted(decoder, frames, self.prompt_ids)
+        return self._searched_scores(decoder, projection, frames, prompted, top_k)
+
+    @torch.no_grad()
+    def transcribe_and_score(
+        self, model, encoder_hidden: torch.Tensor, top_k: int | None = None, max_new_tokens: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From Whisper's encoder output (clips, frames, d_model): each clip's greedy transcript
+        ids (clips, tokens; the prompt, the text, <|endoftext|>, then -100), every name's score
+        as `scores` gives it, and each transcript's own score (clips,), on the same scale. The
+        cross-attention keys and the prompt are computed once for both (`greedy_decode`)."""
+        decoder, projection = _parts(model)
+        frames = list(encoder_hidden)
+        if not frames:
+            return torch.empty(0, len(self.prompt_ids), dtype=torch.long), torch.empty(0, len(self.lexicon)), torch.empty(0)
+        prompted = Prompted(decoder, frames, self.prompt_ids)
+        generation = getattr(model, "generation_config", None)
+        limit = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids)
+        tokens, own = greedy_decode(
+            decoder, projection, prompted, self.end_id, min(limit, max_new_tokens or limit),
+            getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None),
+        )
+        generated = torch.full((len(frames), len(self.prompt_ids) + max(map(len, tokens))), -100, dtype=torch.long)
+        for row, ids in enumerate(tokens):
+            generated[row, : len(self.prompt_ids) + len(ids)] = torch.tensor(self.prompt_ids + ids)
+        return generated, self._searched_scores(decoder, projection, frames, prompted, top_k), own.float()
+
+    def _searched_scores(
+        self, decoder, projection, frames: list[torch.Tensor], prompted: Prompted | None, top_k: int | None
+    ) -> torch.Tensor:
+        """The names' scores by the pruned search over all clips at once (from `prompted`, the
+        clips' prompted state), or, with `prune_margin` None, by exhaustive search clip by clip
+        (the whole tree's keys would not fit for many)."""
+        if self.prune_margin is None:
+            searches = [self._exhaustive(decoder, projection, Prompted(decoder, [clip_frames], self.prompt_ids)) for clip_frames in frames]
         else:
-            searches = [self._pruned(decoder, projection, frames, top_k or self.top_k)] if frames else []
-        node_scores = torch.cat([search.exact for search in searches]) if searches else torch.empty(0, len(self.tree))
+            searches = [self._pruned(decoder, projection, prompted, top_k or self.top_k)]
+        node_scores = torch.cat([search.exact for search in searches])
         self.last_stats = [stats for search in searches for stats in search.stats]
         result = self._name_scores(node_scores, complete_only=True)
         for stats, row in zip(self.last_stats, result):
@@ -575,11 +731,11 @@ class WhisperRanker:
         plan.clips, plan.nodes, plan.forced = torch.cat(extra_clips)[order], torch.cat(extra_nodes)[order], torch.cat(forced)[order]
         return plan
 
-    def _pruned(self, decoder, projection, frames: list[torch.Tensor], top_k: int) -> _Search:
+    def _pruned(self, decoder, projection, prompted: Prompted, top_k: int) -> _Search:
         """Rounds over all clips at once until no clip has an open name (or budget left)."""
-        search = _Search(self, decoder, projection, frames, bounded=True)
+        search = _Search(self, decoder, projection, prompted, bounded=True)
         search.top_k = top_k
-        unlimited = torch.full((len(frames),), len(self.tree))
+        unlimited = torch.full((len(prompted.roots),), len(self.tree))
         while True:
             spent = torch.tensor([stats["nodes_expanded"] + stats["projections"] for stats in search.stats])
             budget = unlimited if self.max_expansions is None else (self.max_expansions - spent).clamp(min=0)
@@ -594,10 +750,10 @@ class WhisperRanker:
             stats["exact"] = clip not in unfinished
         return search
 
-    def _exhaustive(self, decoder, projection, frames: list[torch.Tensor]) -> _Search:
+    def _exhaustive(self, decoder, projection, prompted: Prompted) -> _Search:
         """Every internal node of one clip, in preorder (ancestors first), `max_batch_nodes` at
         a time, keeping only the keys of nodes whose subtree is not done yet."""
-        search, tree = _Search(self, decoder, projection, frames, bounded=False), self.tree
+        search, tree = _Search(self, decoder, projection, prompted, bounded=False), self.tree
         order = torch.nonzero(tree.internal)[1:, 0]
         for start in range(0, len(order), self.max_batch_nodes):
             chunk = order[start : start + self.max_batch_nodes]
@@ -642,12 +798,12 @@ class _Search:
     a later round projects its stored state only if a name below still needs it.
     """
 
-    def __init__(self, ranker: WhisperRanker, decoder, projection, frames: list[torch.Tensor], bounded: bool):
+    def __init__(self, ranker: WhisperRanker, decoder, projection, prompted: Prompted, bounded: bool):
         self.ranker, self.decoder, self.projection, self.tree = ranker, decoder, projection, ranker.tree
-        self.cross = [_cross_keys_values(decoder, clip_frames) for clip_frames in frames]
-        device, dtype = frames[0].device, frames[0].dtype
+        self.cross, self.prompt_keys, self.prompt_values = prompted.cross, prompted.keys, prompted.values
+        device, dtype = prompted.roots.device, prompted.roots.dtype
         attention = decoder.layers[0].self_attn
-        clips, tree = len(frames), ranker.tree
+        clips, tree = len(prompted.cross), ranker.tree
         self.store = _NodeStore(clips, len(tree), len(decoder.layers), attention.num_heads, attention.head_dim, dtype, device)
         self.exact = torch.full((clips, len(tree)), -float("inf"), dtype=torch.float64)
         self.exact[:, 0] = 0.0
@@ -655,17 +811,7 @@ class _Search:
         self.state = torch.full((clips, len(tree)), UNEXPANDED, dtype=torch.int8)
         self.stats = [{"nodes_expanded": 1, "projections": 1, "projected_later": 0, "rounds": 1} for _ in range(clips)]
         self.top_k = ranker.top_k  # the names this search must rank exactly
-        prompt = torch.tensor([ranker.prompt_ids], device=device)
-        roots, prompt_keys, prompt_values = [], [], []
-        for cross in self.cross:  # the prompt: the root of the tree
-            states, keys_values = decoder_states(decoder, prompt, cross)
-            roots.append(states[0, -1])
-            prompt_keys.append([keys[0] for keys, _ in keys_values])
-            prompt_values.append([values[0] for _, values in keys_values])
-        # per layer (clips, prompt, heads, head_dim)
-        self.prompt_keys = [torch.stack(layer) for layer in zip(*prompt_keys)]
-        self.prompt_values = [torch.stack(layer) for layer in zip(*prompt_values)]
-        roots = torch.stack(roots)
+        roots = prompted.roots
         self._project(torch.arange(clips), torch.zeros(clips, dtype=torch.long), roots)
         if bounded:  # the bounding vocabulary: every token of the tree
             subset = torch.unique(tree.tokens[1:]).to(device)

@@ -40,6 +40,7 @@ REQUEST_ID_HEADER = "x-request-id"
 @dataclass
 class ServeSettings:
     max_batch: int = 16  # clips in one forward pass
+    workers: int = 1  # batches scored side by side (threads sharing the model; see serving.batching)
     max_wait_ms: float = 10.0  # how long the first clip of a batch waits for company
     max_queue: int = 64  # clips waiting beyond that are refused with 503
     max_upload_mb: float = 10.0  # larger uploads are refused with 413 before they are read
@@ -61,7 +62,7 @@ def page_html() -> str:
 def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: bool = True) -> FastAPI:
     """The ASGI app serving `recogniser`; the dynamic batcher runs while the app does."""
     settings = settings or ServeSettings()
-    batcher = DynamicBatcher(recogniser, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+    batcher = DynamicBatcher(recogniser, settings.max_batch, settings.max_wait_ms, settings.max_queue, settings.workers)
     max_upload_bytes = int(settings.max_upload_mb * 1024 * 1024)
 
     @asynccontextmanager
@@ -122,6 +123,7 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
             "clips": stats.clips,
             "largest_batch": stats.largest_batch,
             "max_batch": settings.max_batch,
+            "workers": settings.workers,
             "api_key_required": settings.api_key is not None,
         }
 
