@@ -209,12 +209,13 @@ def test_two_workers_score_two_batches_at_once_and_each_caller_gets_its_own_answ
     try:
         futures = [batcher.submit(clip, top_k=3) for clip in audio + audio]  # queued first: the workers share them out
         batcher.start()
+        workers = list(batcher._threads)
         answers = [future.result(60) for future in futures]
     finally:
         recogniser.score_batch = original
         batcher.stop()
     assert batcher.stats.batches >= 2 and batcher.stats.clips == 2 * len(audio)
-    assert not any(thread.is_alive() for thread in threading.enumerate() if thread.name.startswith("s2t-hf-batcher"))
+    assert len(workers) == 2 and not any(thread.is_alive() for thread in workers)  # stop() ended both
     for mine, reference in zip(answers, alone + alone, strict=True):
         assert [c.name for c in mine.candidates] == [c.name for c in reference.candidates]
         np.testing.assert_allclose([c.score for c in mine.candidates], [c.score for c in reference.candidates], atol=1e-3)
