@@ -196,12 +196,36 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .evaluation.manifests import read_evaluation_manifest
     from .evaluation.predictions import calibrate_recogniser
 
+    if args.manifest is None and args.sentences is None:
+        print("s2t-hf calibrate: error: give --manifest (clips: probabilities and flags), --sentences (spot's threshold), or both",
+              file=sys.stderr)
+        return 2
     recogniser = load_recogniser(args)
-    rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
-    calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False)
-    path = calibration.save(args.model)
-    print(f"{path}: temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
-          f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips)")
+    if args.sentences is not None and recogniser.is_seq2seq:
+        print(f"s2t-hf calibrate: error: --sentences fits the spotting threshold, and {args.model} is an encoder-decoder, which "
+              "cannot spot; train a CTC model for sentences (recipes/spotting.json)", file=sys.stderr)
+        return 2
+    calibration = recogniser.calibration  # what is saved already: kept where this call fits nothing new
+    if args.manifest is not None:
+        rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
+        spot_threshold = calibration.spot_threshold
+        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False)
+        calibration.spot_threshold = spot_threshold
+        print(f"temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
+              f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips)")
+    if args.sentences is not None:
+        from .evaluation.spotting import fit_spot_threshold, spot_sentences
+
+        sentences, _ = spot_sentences(recogniser, args.sentences, progress=False)
+        try:
+            fitted = fit_spot_threshold(sentences, {entry.label for entry in recogniser.lexicon})
+        except ValueError as error:
+            print(f"s2t-hf calibrate: error: {args.sentences}: {error}", file=sys.stderr)
+            return 2
+        calibration.spot_threshold = fitted["threshold"]
+        print(f"spot threshold {fitted['threshold']:.3f} per letter: F1 {fitted['f1']:.3f} (precision {fitted['precision']:.3f}, "
+              f"recall {fitted['recall']:.3f}) on {len(sentences)} sentences")
+    print(f"wrote {calibration.save(args.model)}")
     return 0
 
 
@@ -283,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, helptext in [
         ("recognize", cmd_recognize, "rank the lexicon's drug names for audio files"),
         ("evaluate", cmd_evaluate, "top-1..5 accuracy and CER on a manifest of recordings"),
-        ("calibrate", cmd_calibrate, "fit probabilities and the ambiguous / not-in-lexicon flags on held-out clips; saves calibration.json"),
+        ("calibrate", cmd_calibrate, "fit probabilities and the ambiguous / not-in-lexicon flags on held-out clips, and spot's threshold "
+                                     "on held-out sentences; saves calibration.json"),
     ]:
         command = commands.add_parser(name, help=helptext)
         command.add_argument("model", help="a model folder written by run_ctc.py" + ("" if name == "calibrate" else ", or a Hub id"))
@@ -304,9 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--prior", default=None, metavar="FILE",
                                  help="re-weight names for this call: lines name<TAB>weight (unlisted names weigh 1; 0 excludes)")
         else:
-            command.add_argument("--manifest", required=True, help="TSV with a header holding path and text (other columns group results)")
+            command.add_argument("--manifest", required=name != "calibrate",
+                                 help="TSV with a header holding path and text (other columns group results)")
         if name == "calibrate":
             command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
+            command.add_argument("--sentences", default=None, metavar="MANIFEST",
+                                 help="also fit `spot`'s threshold (best F1) on these sentences of held-out voices "
+                                      "(a manifest-sentences-validation.tsv); CTC models")
 
     spotting = commands.add_parser("spot", help="find drug names anywhere in recordings (sentences, dictation), with their times")
     spotting.add_argument("model", help="a CTC model folder (the conformer, wav2vec 2.0, HuBERT, XLSR, Whisper-CTC) or a Hub id")

@@ -149,3 +149,57 @@ def test_with_word_delimiters_a_name_is_found_only_as_a_whole_word():
     assert [(names[span.name], span.start) for span in spans] == [("oxymorphone", 16), ("one", 30)]
     undelimited = spotter(names).spot(log_probs, threshold=-0.5)
     assert any(names[span.name] == "one" and span.start < 28 for span in undelimited)  # without edges, 'one' inside 'oxymorphone'
+
+
+# ---- spotting measured on sentences, and the threshold fitted on them ------------------------
+
+def sentences_for_fitting() -> list[dict]:
+    """Three sentences whose detections make every threshold's scores countable by hand."""
+    return [
+        {"duration": 3.0, "names": [{"name": "metformin", "start": 1.0, "end": 1.5}],
+         "found": [{"name": "metformin", "start": 1.1, "end": 1.4, "spot_score": -0.5},
+                   {"name": "warfarin", "start": 2.0, "end": 2.3, "spot_score": -1.5}]},  # outside every name: a false alarm
+        {"duration": 3.0, "names": [], "found": [{"name": "lisinopril", "start": 0.2, "end": 0.9, "spot_score": -2.5}]},  # drug-free
+        {"duration": 2.0, "names": [{"name": "warfarin", "start": 0.5, "end": 1.0}, {"name": "one", "start": 1.2, "end": 1.4}],
+         "found": [{"name": "warfarin", "start": 0.55, "end": 1.05, "spot_score": -1.2}]},
+    ]
+
+
+def test_spotting_scores_by_threshold_and_the_fitted_threshold_has_the_best_f1():
+    from s2t_hf.evaluation.spotting import fit_spot_threshold, score_spotting
+
+    sentences, names = sentences_for_fitting(), {"metformin", "warfarin", "lisinopril"}  # "one" is not a drug name
+    by_hand = {-0.5: (1, 1, 2 / 3), -1.2: (2, 2, 1.0), -1.5: (2, 3, 0.8), -2.5: (2, 4, 2 / 3)}  # right, detections, F1
+    for threshold, (right, detections, f1) in by_hand.items():
+        scored = score_spotting(sentences, threshold, names)
+        assert (scored["right"], scored["detections"], scored["references"]) == (right, detections, 2)
+        assert scored["f1"] == pytest.approx(f1, abs=1e-4)
+    lowest = score_spotting(sentences, -2.5, names)
+    assert lowest["false_alarms"] == 1 and lowest["false_alarms_per_10_min"] == pytest.approx(200.0)  # 1 in 3 s of drug-free speech
+    assert lowest["false_alarms_outside_names"] == 2 and lowest["start_error_ms"] == pytest.approx(75.0)  # (100 + 50) / 2
+    assert fit_spot_threshold(sentences, names)["threshold"] == -1.2
+    assert fit_spot_threshold(sentences, names, floor=-1.0)["threshold"] == -0.5  # only what reaches the floor is a candidate
+    with pytest.raises(ValueError, match="drug-free"):
+        fit_spot_threshold([sentences[1]], names)
+    with pytest.raises(ValueError, match="nothing was spotted"):
+        fit_spot_threshold(sentences, names, floor=0.0)
+
+
+def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrained_model_copy, monkeypatch, capsys):
+    from s2t_hf import cli
+    from s2t_hf.evaluation import spotting as spotting_evaluation
+    from s2t_hf.inference import spotting as inference_spotting
+    from s2t_hf.inference.calibration import Calibration
+
+    monkeypatch.setattr(spotting_evaluation, "spot_sentences", lambda recogniser, manifest, **_: (sentences_for_fitting(), 1.0))
+    assert cli.main(["calibrate", str(untrained_model_copy)]) == 2
+    assert "--sentences" in capsys.readouterr().err
+    assert cli.main(["calibrate", str(untrained_model_copy), "--sentences", "sentences.tsv"]) == 0
+    assert "spot threshold -1.200" in capsys.readouterr().out
+    assert Calibration.load(untrained_model_copy).spot_threshold == -1.2
+    used = []
+    monkeypatch.setattr(inference_spotting, "spot", lambda recogniser, audio, threshold, *rest: used.append(threshold))
+    recogniser = S2T.from_pretrained(untrained_model_copy)
+    recogniser.spot((np.zeros(16000, np.float32), 16000))
+    recogniser.spot((np.zeros(16000, np.float32), 16000), threshold=-3.0)  # an explicit threshold wins
+    assert used == [-1.2, -3.0]

@@ -5,7 +5,8 @@ probabilities over the lexicon (softmax at a temperature fitted on held-out voic
 result as ambiguous when the best two names are too close in probability, and says "not in
 lexicon" when even the best name fits the audio much worse than the model's own free
 transcript. Everything is fitted on the validation split and saved beside the model as
-`calibration.json`.
+`calibration.json`; for a model that spots names in sentences, also the spotting threshold
+with the best F1 on validation sentences (`evaluation.spotting.fit_spot_threshold`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Calibration:
     temperature: float = 1.0
     ambiguity_margin: float = 0.0  # ambiguous when p(best) - p(second) is below this
     out_of_lexicon_gap: float | None = None  # not in lexicon when transcript score - best score exceeds this
+    spot_threshold: float | None = None  # `S2T.spot`'s default per-letter threshold, fitted on sentences (`s2t-hf calibrate --sentences`)
     fitted_on: str = "not fitted"
     clips: int = 0
 

@@ -201,14 +201,17 @@ class S2T:
         seconds, its per-letter score against filler, and its calibrated ranking on its span
         (probability, runner-up names, ambiguous, sound-alike partners): an
         `inference.spotting.Spotting`. CTC models only. `threshold` (per letter, <= 0; default
-        `inference.spotting.DEFAULT_THRESHOLD`) trades misses for false alarms; `candidates` and
+        the `spot_threshold` fitted into calibration.json, else `inference.spotting.DEFAULT_THRESHOLD`)
+        trades misses for false alarms; `candidates` and
         `prior` act as in `recognize` (the prior on the ranking of each span found)."""
         from .spotting import DEFAULT_THRESHOLD, spot  # spotting builds on this module
 
         if candidates is not None:
             return self.restricted_to(candidates).spot(audio, threshold, top_k, prior=prior, window_seconds=window_seconds,
                                                        overlap_seconds=overlap_seconds)
-        return spot(self, audio, DEFAULT_THRESHOLD if threshold is None else threshold, top_k, window_seconds, overlap_seconds,
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLD if self.calibration.spot_threshold is None else self.calibration.spot_threshold
+        return spot(self, audio, threshold, top_k, window_seconds, overlap_seconds,
                     self.log_prior(prior) if prior else None)
 
     def restricted_to(self, names: list[str]) -> "S2T":
