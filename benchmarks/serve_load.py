@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """`s2t-hf serve` under load, on loopback: throughput and latency, bad uploads, memory.
 
-Starts `s2t-hf serve MODEL` in its own process (127.0.0.1, a free port), once with dynamic
-batching (`--max-batch 16`) and once without (`--max-batch 1`), and drives it with httpx from
-this process:
+Starts `s2t-hf serve MODEL` in its own process (127.0.0.1, a free port), with dynamic batching
+(`--max-batch 16`) and two batch workers (the default), with one worker, and without batching
+(`--max-batch 1`, two workers), and drives it with httpx from this process:
 
 - closed loop: 1, 8 and 32 clients, each sending its next clip as soon as the last is answered
   (`--requests` in all per level): clips/s and p50/p95/p99 latency;
@@ -198,23 +198,32 @@ def main() -> None:
     results = {"model": args.model, "clips": len(clips), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "clip_seconds_mean": round(statistics.fmean(soundfile.info(io.BytesIO(data)).duration for _, data, _ in clips), 2),
                "runs": {}}
-    for label, max_batch in [("batching (max 16 clips, 10 ms)", 16), ("no batching", 1)]:
-        server = Server(args.model, max_batch, [])
+    configurations = [
+        ("batching (max 16 clips, 10 ms), 2 workers", 16, ["--workers", "2"]),
+        ("batching (max 16 clips, 10 ms), 1 worker", 16, ["--workers", "1"]),
+        ("no batching, 2 workers", 1, ["--workers", "2"]),
+    ]
+    for index, (label, max_batch, extra) in enumerate(configurations):
+        server = Server(args.model, max_batch, extra)
         try:
             server.wait()
             run = {"memory_after_warm_up": server.memory()}
             run["closed_loop"] = [asyncio.run(closed_loop(server.url, clips, clients, args.requests)) for clients in (1, 8, 32)]
             run["open_loop_10_per_s"] = asyncio.run(open_loop(server.url, clips, 10.0, args.open_seconds))
-            if max_batch > 1:
+            if index == 0:  # the default configuration: bad uploads and memory
                 alone = {}
                 for name, data, _ in clips:
                     answer = httpx.post(f"{server.url}/v1/recognize", files={"audio": (name, data)}, timeout=60).json()
                     alone[name] = answer["candidates"][0]["name"]
                 run["bad_flood"] = asyncio.run(bad_flood(server.url, clips, alone, rounds=max(1, len(clips) // 6)))
                 before = server.memory()
-                started = time.perf_counter()
-                asyncio.run(closed_loop(server.url, clips, 32, args.rss_requests))
-                run["memory"] = {"requests": args.rss_requests, "before": before, "after": server.memory(),
+                started, sent, readings = time.perf_counter(), 0, []
+                while sent < args.rss_requests:  # a reading every 2,000: pools filled early vs steady growth
+                    chunk = min(2_000, args.rss_requests - sent)
+                    asyncio.run(closed_loop(server.url, clips, 32, chunk))
+                    sent += chunk
+                    readings.append({"requests": sent, **server.memory()})
+                run["memory"] = {"requests": args.rss_requests, "before": before, "after": server.memory(), "readings": readings,
                                  "minutes": round((time.perf_counter() - started) / 60, 1)}
             run["health"] = httpx.get(f"{server.url}/healthz").json()
         finally:
