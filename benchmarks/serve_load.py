@@ -17,8 +17,8 @@ The clips are the quickstart's test clips (`data/quickstart/manifest-test.tsv`, 
 read as uploaded WAV files. Client and server share the machine's cores, as they would on a
 one-box deployment; the load average is recorded.
 
-    python benchmarks/serve_load.py outputs/quickstart               # ~15 minutes on 2 cores
-    python benchmarks/serve_load.py outputs/quickstart --quick       # fewer requests, no RSS run
+    python benchmarks/serve_load.py outputs/quickstart               # ~40 minutes on 2 cores (17 of them the memory run)
+    python benchmarks/serve_load.py outputs/quickstart --quick       # fewer requests, 500 for memory
 """
 
 from __future__ import annotations

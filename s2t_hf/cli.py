@@ -220,7 +220,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             fitted = fit_spot_threshold(sentences, {entry.label for entry in recogniser.lexicon})
         except ValueError as error:
-            print(f"s2t-hf calibrate: error: {args.sentences}: {error}", file=sys.stderr)
+            saved = f" (the --manifest fit is saved in {calibration.save(args.model)})" if args.manifest is not None else ""
+            print(f"s2t-hf calibrate: error: {args.sentences}: {error}{saved}", file=sys.stderr)
             return 2
         calibration.spot_threshold = fitted["threshold"]
         print(f"spot threshold {fitted['threshold']:.3f} per letter: F1 {fitted['f1']:.3f} (precision {fitted['precision']:.3f}, "
@@ -259,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    threads = max(1, (os.cpu_count() or 1) // args.workers)  # the cores shared out: a worker's small products use one core anyway
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # the cores this process may use
+    threads = max(1, cores // args.workers)  # shared out: a worker's small products use one core anyway
     torch.set_num_threads(threads)
     logger.info("%d batch workers, %d PyTorch threads each", args.workers, threads)
     settings = ServeSettings(
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=16, help="clips in one forward pass (default 16; 1 turns batching off)")
     serve.add_argument("--workers", type=int, default=2,
                        help="batches scored side by side, sharing the model and the cores "
-                            "(default 2: on 2 cores, 1.7x one worker's clips/s)")
+                            "(default 2: on 2 cores, twice one worker's clips/s)")
     serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a clip waits for others to batch with (default 10)")
     serve.add_argument("--max-queue", type=int, default=64, help="clips allowed to wait; beyond it requests get 503 (default 64)")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted (default 10 MB)")

@@ -177,12 +177,20 @@ def test_spotting_scores_by_threshold_and_the_fitted_threshold_has_the_best_f1()
     lowest = score_spotting(sentences, -2.5, names)
     assert lowest["false_alarms"] == 1 and lowest["false_alarms_per_10_min"] == pytest.approx(200.0)  # 1 in 3 s of drug-free speech
     assert lowest["false_alarms_outside_names"] == 2 and lowest["start_error_ms"] == pytest.approx(75.0)  # (100 + 50) / 2
-    assert fit_spot_threshold(sentences, names)["threshold"] == -1.2
-    assert fit_spot_threshold(sentences, names, floor=-1.0)["threshold"] == -0.5  # only what reaches the floor is a candidate
+    assert fit_spot_threshold(sentences, names)["threshold"] == pytest.approx(-1.2 - 5e-5)  # just below: scores are rounded
+    assert fit_spot_threshold(sentences, names, floor=-1.0)["threshold"] == pytest.approx(-0.5 - 5e-5)  # only what reaches the floor
+    tied = [*sentences, {"duration": 2.0, "names": [{"name": "heparin", "start": 0.1, "end": 0.6}],
+                         "found": [{"name": "heparin", "start": 0.1, "end": 0.6, "spot_score": -3.0},  # right, but below
+                                   {"name": "heparin", "start": 1.0, "end": 1.5, "spot_score": -0.2}]}]  # a false alarm above
+    names_tied = names | {"heparin"}
+    assert score_spotting(tied, -1.2, names_tied)["f1"] == score_spotting(tied, -3.0, names_tied)["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert fit_spot_threshold(tied, names_tied)["threshold"] == pytest.approx(-1.2 - 5e-5)  # a tie: the higher threshold
     with pytest.raises(ValueError, match="drug-free"):
         fit_spot_threshold([sentences[1]], names)
     with pytest.raises(ValueError, match="nothing was spotted"):
         fit_spot_threshold(sentences, names, floor=0.0)
+    with pytest.raises(ValueError, match="F1 is 0"):
+        fit_spot_threshold(sentences, {"aspirin"})  # none of the references is in this lexicon
 
 
 def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrained_model_copy, monkeypatch, capsys):
@@ -196,10 +204,10 @@ def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrain
     assert "--sentences" in capsys.readouterr().err
     assert cli.main(["calibrate", str(untrained_model_copy), "--sentences", "sentences.tsv"]) == 0
     assert "spot threshold -1.200" in capsys.readouterr().out
-    assert Calibration.load(untrained_model_copy).spot_threshold == -1.2
+    assert Calibration.load(untrained_model_copy).spot_threshold == pytest.approx(-1.2 - 5e-5)
     used = []
     monkeypatch.setattr(inference_spotting, "spot", lambda recogniser, audio, threshold, *rest: used.append(threshold))
     recogniser = S2T.from_pretrained(untrained_model_copy)
     recogniser.spot((np.zeros(16000, np.float32), 16000))
     recogniser.spot((np.zeros(16000, np.float32), 16000), threshold=-3.0)  # an explicit threshold wins
-    assert used == [-1.2, -3.0]
+    assert used == [pytest.approx(-1.2 - 5e-5), -3.0]

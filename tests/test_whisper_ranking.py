@@ -394,6 +394,7 @@ def test_greedy_transcript_is_generates_and_scored_as_teacher_forcing(tokenizer,
     ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), spellings="label", prune_margin=0.0, top_k=3)
     limit = model.config.max_target_positions - len(ranker.prompt_ids)
     lengths = []
+    kept = model.generation_config  # the module's model: given back as found
     for tested in (model, ending):
         tested.generation_config = GenerationConfig(
             decoder_start_token_id=prompt_of(tokenizer)[0], eos_token_id=end, pad_token_id=end,
@@ -420,4 +421,14 @@ def test_greedy_transcript_is_generates_and_scored_as_teacher_forcing(tokenizer,
         torch.testing.assert_close(own, ranker.generated_scores(tested, hidden, None, generated), rtol=0, atol=1e-4)
         torch.testing.assert_close(scores, ranker.scores(tested, hidden, None, 3), rtol=0, atol=1e-5)
     assert limit in lengths and min(lengths) < 5  # the random model runs to the limit, the other ends at once
+    # max_new_tokens counts text tokens, as generate's does; the transcript then ends with <|endoftext|>
+    short, _, _ = ranker.transcribe_and_score(model, hidden, max_new_tokens=5)
+    with torch.no_grad():
+        expected = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=prompt, max_new_tokens=5)
+    for ours, theirs in zip(short.tolist(), expected.tolist()):
+        ours = ours[len(ranker.prompt_ids) : ours.index(end) + 1]
+        theirs = theirs[len(ranker.prompt_ids) :] if theirs[: len(ranker.prompt_ids)] == ranker.prompt_ids else theirs
+        text = theirs[: theirs.index(end)] if end in theirs else theirs
+        assert ours == text[:5] + [end]
+    model.generation_config = kept
     assert ranker.transcribe_and_score(model, hidden[:0])[1].shape == (0, len(lexicon))

@@ -316,19 +316,19 @@ class Prompted:
         self.roots = decoder.layer_norm(states[:, -1])
 
     def cross_attention(self, layer: torch.nn.Module, index: int, clips: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """Layer `index`'s cross-attention output for one row per clip in `clips`."""
-        if self.stacked is None:
-            rows = enumerate(clips.tolist())
-            return torch.cat([_cross_attention(layer, states[row : row + 1], *self.cross[clip][index]) for row, clip in rows])
+        """Layer `index`'s cross-attention output for one row per clip in `clips` (increasing),
+        for clips of one length (`stacked`)."""
         attention = layer.encoder_attn
         queries = _split_heads(attention, attention.q_proj(layer.encoder_attn_layer_norm(states)) * attention.scaling)
         keys, values = self.stacked[index]
-        weights = torch.einsum("rhe,rhfe->rhf", queries, keys[clips]).softmax(-1)
-        return attention.out_proj(torch.einsum("rhf,rhfe->rhe", weights, values[clips]).reshape(len(clips), -1))
+        if len(clips) < len(keys):  # some clips have finished: only the others' keys (a copy)
+            keys, values = keys[clips], values[clips]
+        weights = torch.einsum("rhe,rhfe->rhf", queries, keys).softmax(-1)
+        return attention.out_proj(torch.einsum("rhf,rhfe->rhe", weights, values).reshape(len(clips), -1))
 
 
 def greedy_decode(
-    decoder: torch.nn.Module, projection: torch.nn.Module, prompted: Prompted, end_id: int, max_new_tokens: int,
+    decoder: torch.nn.Module, projection: torch.nn.Module, prompted: Prompted, end_id: int, max_tokens: int,
     suppress: list[int] | None = None, begin_suppress: list[int] | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """Each clip's greedy transcript after the prompt (token ids ending with <|endoftext|>) and
@@ -336,13 +336,17 @@ def greedy_decode(
 
     As Hugging Face's `generate` for Whisper without timestamps: at each step the argmax of the
     logits with the generation config's `suppress_tokens` (and, at the first step, its
-    `begin_suppress_tokens`) set to -inf; <|endoftext|> is forced as the `max_new_tokens`-th
-    token. The score sums each token's log-softmax over the whole vocabulary, unsuppressed:
-    what teacher forcing the ids gives (`WhisperRanker.sequence_scores`), without a second
-    decoder pass. Written out for the reason the search is (module docstring)."""
+    `begin_suppress_tokens`) set to -inf. At most `max_tokens` tokens, <|endoftext|> included:
+    a transcript still running at the last one is ended there with <|endoftext|> (so `generate`
+    with `max_new_tokens = max_tokens - 1` writes the same text). The score sums each token's
+    log-softmax over the whole vocabulary, unsuppressed: what teacher forcing the ids gives
+    (`WhisperRanker.sequence_scores`), without a second decoder pass. Written out for the reason
+    the search is (module docstring)."""
+    if prompted.stacked is None:
+        raise ValueError("greedy_decode needs clips of one length (Whisper's fixed window)")
     clips, prompt_length = len(prompted.roots), prompted.keys[0].shape[1]
     device = prompted.roots.device
-    width = prompt_length + max_new_tokens
+    width = prompt_length + min(max_tokens, 16)  # grown by doubling: a name takes a few tokens, the limit hundreds
     keys = [layer.new_empty(clips, width, *layer.shape[2:]) for layer in prompted.keys]
     values = [layer.new_empty(clips, width, *layer.shape[2:]) for layer in prompted.values]
     for cache, prompt in zip(keys + values, prompted.keys + prompted.values):
@@ -355,9 +359,9 @@ def greedy_decode(
     tokens_of: list[list[int]] = [[] for _ in range(clips)]
     scores = torch.zeros(clips, dtype=torch.float64)
     running, states = torch.arange(clips, device=device), prompted.roots
-    for step in range(max_new_tokens):
+    for step in range(max_tokens):
         logits = torch.nn.functional.linear(states, projection.weight, projection.bias).float()
-        if step == max_new_tokens - 1:
+        if step == max_tokens - 1:
             tokens = torch.full((len(running),), end_id, device=device)
         else:
             tokens = logits.index_fill(1, suppressed_first if step == 0 else suppressed, -float("inf")).argmax(-1)
@@ -368,6 +372,9 @@ def greedy_decode(
         running, tokens = running[going], tokens[going]
         if not len(running):
             break
+        if prompt_length + step >= keys[0].shape[1]:
+            keys = [torch.cat([cache, torch.empty_like(cache)], 1) for cache in keys]
+            values = [torch.cat([cache, torch.empty_like(cache)], 1) for cache in values]
         position = prompt_length + step
         states = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[position]
         for index, layer in enumerate(decoder.layers):
@@ -560,14 +567,17 @@ class WhisperRanker:
             return torch.empty(0, len(self.prompt_ids), dtype=torch.long), torch.empty(0, len(self.lexicon)), torch.empty(0)
         prompted = Prompted(decoder, frames, self.prompt_ids)
         generation = getattr(model, "generation_config", None)
-        limit = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids)
+        # text tokens: `max_new_tokens` (None or 0: no limit) and what the decoder's positions leave after
+        # the prompt and an <|endoftext|> (the limit `generated_scores` cuts at)
+        text = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids) - 1
         tokens, own = greedy_decode(
-            decoder, projection, prompted, self.end_id, min(limit, max_new_tokens or limit),
+            decoder, projection, prompted, self.end_id, min(text, max_new_tokens or text) + 1,
             getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None),
         )
-        generated = torch.full((len(frames), len(self.prompt_ids) + max(map(len, tokens))), -100, dtype=torch.long)
+        generated = torch.full((len(frames), len(self.prompt_ids) + max(map(len, tokens))), -100, dtype=torch.long,
+                               device=encoder_hidden.device)  # where generate's ids were: the trainer gathers them across processes
         for row, ids in enumerate(tokens):
-            generated[row, : len(self.prompt_ids) + len(ids)] = torch.tensor(self.prompt_ids + ids)
+            generated[row, : len(self.prompt_ids) + len(ids)] = torch.tensor(self.prompt_ids + ids, device=generated.device)
         return generated, self._searched_scores(decoder, projection, frames, prompted, top_k), own.float()
 
     def _searched_scores(

@@ -2,9 +2,10 @@
 
 A sentence manifest (`manifest-sentences-<split>.tsv`, written when a recipe sets
 `sentences_per_voice`) lists each sentence's drug names with their exact times. `spot_sentences`
-spots every sentence once at a low threshold; a higher threshold keeps the detections scoring
-at least it (the best-first selection takes them in the same order), so `score_spotting`
-scores any threshold from that one pass:
+spots every sentence once at a low threshold, and `score_spotting` scores a higher threshold by
+keeping the detections scoring at least it. That is what spotting at the higher threshold finds,
+nearly: the best-first selection takes spans in the same order, but a later round may find a
+span in frames that a kept low-scoring span blocked at the lower threshold:
 
 - precision, recall and F1 of names: a detection is right when it names a name of the sentence
   and overlaps that name's time; each reference is matched once;
@@ -31,6 +32,7 @@ from ..speech.synthesis import read_manifest
 from ..text.lexicon import normalize_label
 
 FLOOR_THRESHOLD = -4.0  # the lowest threshold a fit considers: below it most detections are filler
+ROUNDING = 5e-5  # half the last decimal of a detection's reported score
 
 
 def overlaps(first: dict, second: dict) -> bool:
@@ -104,7 +106,9 @@ def score_spotting(sentences: list[dict], threshold: float, names: set[str]) -> 
 def fit_spot_threshold(sentences: list[dict], names: set[str], floor: float = FLOOR_THRESHOLD) -> dict:
     """The threshold with the best F1 on `sentences` (spotted at `floor` or lower), and its scores.
     F1 changes only where a detection's score is crossed, so every detection score at or above
-    `floor` is a candidate; among equal F1s the highest threshold wins (fewer false alarms)."""
+    `floor` is a candidate; among equal F1s the highest threshold wins (fewer false alarms). The
+    threshold returned sits `ROUNDING` below the chosen score: detections report their score to
+    4 decimals, and the spotter compares the unrounded one."""
     candidates = sorted({name["spot_score"] for sentence in sentences for name in sentence["found"]
                          if name["spot_score"] >= floor}, reverse=True)
     if not any(sentence["names"] for sentence in sentences):
@@ -116,4 +120,6 @@ def fit_spot_threshold(sentences: list[dict], names: set[str], floor: float = FL
         scored = score_spotting(sentences, threshold, names)
         if best is None or scored["f1"] > best["f1"]:
             best = scored
-    return best
+    if best["f1"] == 0:
+        raise ValueError("no detection at or above the floor names a drug of its sentence: F1 is 0 at every threshold")
+    return {**best, "threshold": best["threshold"] - ROUNDING}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ class S2T:
         self.processor = processor
         self.lexicon = lexicon
         self._restricted: dict[tuple[str, ...], S2T] = {}  # per-call candidate lists (restricted_to)
+        self._restricted_lock = threading.Lock()  # served by several batch workers at once
         by_label = {entry.label: entry.name for entry in lexicon}
         self.sound_alike = {
             by_label[label]: sorted(by_label[other] for other in others) for label, others in partners_in_lexicon(by_label).items()
@@ -217,15 +219,17 @@ class S2T:
     def restricted_to(self, names: list[str]) -> "S2T":
         """The same model, calibration and settings ranking only `names` (cached for repeated lists)."""
         key = tuple(names)
-        if key not in self._restricted:
-            lexicon_names = {entry.label: entry for entry in self.lexicon}
-            entries = [lexicon_names.get(entry.label, entry) for entry in build_lexicon(list(names), source="candidates")]
-            view = S2T(self.model, self.processor, entries, self.calibration, self.batch_size, self.max_new_tokens, self.max_seconds)
-            view.source, view.revision = self.source, self.revision
-            if len(self._restricted) >= RESTRICTED_CACHE:
-                self._restricted.pop(next(iter(self._restricted)))
-            self._restricted[key] = view
-        return self._restricted[key]
+        with self._restricted_lock:
+            view = self._restricted.get(key)
+            if view is None:
+                lexicon_names = {entry.label: entry for entry in self.lexicon}
+                entries = [lexicon_names.get(entry.label, entry) for entry in build_lexicon(list(names), source="candidates")]
+                view = S2T(self.model, self.processor, entries, self.calibration, self.batch_size, self.max_new_tokens, self.max_seconds)
+                view.source, view.revision = self.source, self.revision
+                if len(self._restricted) >= RESTRICTED_CACHE:
+                    self._restricted.pop(next(iter(self._restricted)))
+                self._restricted[key] = view
+        return view
 
     def log_prior(self, prior: dict[str, float]) -> torch.Tensor:
         """(names,) log weights: 0 for names not in `prior`, -inf for weight 0."""

@@ -40,7 +40,8 @@ REQUEST_ID_HEADER = "x-request-id"
 @dataclass
 class ServeSettings:
     max_batch: int = 16  # clips in one forward pass
-    workers: int = 1  # batches scored side by side (threads sharing the model; see serving.batching)
+    workers: int = 1  # batches scored side by side (threads sharing the model; see serving.batching). The CLI's
+    # default is 2, and it sets PyTorch's threads to match; here the caller owns the threads
     max_wait_ms: float = 10.0  # how long the first clip of a batch waits for company
     max_queue: int = 64  # clips waiting beyond that are refused with 503
     max_upload_mb: float = 10.0  # larger uploads are refused with 413 before they are read

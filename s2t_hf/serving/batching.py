@@ -9,9 +9,9 @@ unbounded backlog.
 `workers` threads batch side by side, sharing the one model (inference only reads it). On a
 CPU this is where the cores go: PyTorch runs the small matrix products of a decoder step or a
 name search on one core whatever its thread count (2-core AVX2 machine, 64 x 384 x 1536: 1.01 ms
-with one thread, 1.01 with two), so two workers with one thread each score 12.1 Whisper clips/s
-where one worker with two threads scores 7.3 (`s2t-hf serve --workers`, which also sets the
-threads per worker).
+with one thread, 1.01 with two), so two workers with one thread each serve 11.1 Whisper clips/s
+where one worker with two threads serves 5.35 (benchmarks/results/serve_load.json; `s2t-hf serve
+--workers`, which also sets the threads per worker).
 """
 
 from __future__ import annotations
