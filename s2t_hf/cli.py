@@ -142,7 +142,8 @@ def cmd_spot(args: argparse.Namespace) -> int:
     def describe(record: dict) -> str:
         found = "; ".join(
             f"{name['start']:.2f}-{name['end']:.2f} s {name['name']}{' -> ' + name['generic'] if name['generic'] else ''} "
-            f"({100 * name['probability']:.1f}%{', AMBIGUOUS' if name['ambiguous'] else ''})" for name in record["names"]
+            f"({100 * name['probability']:.1f}%{', AMBIGUOUS' if name['ambiguous'] else ''}"
+            f"{', NOT IN LEXICON? heard ' + repr(name['heard']) if name['out_of_lexicon'] else ''})" for name in record["names"]
         )
         return found or "no drug name found"
 

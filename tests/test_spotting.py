@@ -211,3 +211,20 @@ def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrain
     recogniser.spot((np.zeros(16000, np.float32), 16000))
     recogniser.spot((np.zeros(16000, np.float32), 16000), threshold=-3.0)  # an explicit threshold wins
     assert used == [pytest.approx(-1.2 - 5e-5), -3.0]
+
+
+def test_a_spotted_span_that_fits_its_own_reading_far_better_is_marked_not_in_lexicon(untrained_model):
+    """The span's ranking is `recognize`'s with allow_out_of_lexicon: with the calibration's gap
+    at -inf every span's own reading wins (marked, with what was heard); with no gap, none is."""
+    from s2t_hf.inference.calibration import Calibration
+
+    samples = np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    recogniser = S2T.from_pretrained(untrained_model)
+    recogniser.calibration = Calibration(out_of_lexicon_gap=-float("inf"), clips=10)
+    marked = recogniser.spot((samples, 16000), threshold=-1e9)
+    assert marked.names and all(name.out_of_lexicon for name in marked.names)
+    assert all(isinstance(name.heard, str) for name in marked.names) and json.dumps(marked.to_dict())
+    recogniser.calibration = Calibration(out_of_lexicon_gap=None, clips=10)
+    unmarked = recogniser.spot((samples, 16000), threshold=-1e9)
+    assert [name.name for name in unmarked.names] == [name.name for name in marked.names]
+    assert not any(name.out_of_lexicon for name in unmarked.names)

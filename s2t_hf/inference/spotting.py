@@ -5,8 +5,10 @@ window of its own, Whisper-CTC's, sets their length); in each, the CTC
 model's output is searched for every name's best span (`decoding.spotting.CTCSpotter`, a name
 against filler). A span that scores at least the threshold per letter is a detection; it is
 then rescored exactly, with every other name, on its own frames, as `S2T.recognize` ranks a
-clip: the calibrated probability, the runner-up names, the ambiguous flag and the sound-alike
-partners are those of that ranking, and its best name is the one reported. Windows' detections
+clip: the calibrated probability, the runner-up names, the ambiguous flag, the sound-alike
+partners and the not-in-lexicon answer (the span's own free reading fits much better than any
+name, by the calibration's gap: something drug-like the lexicon lacks) are those of that
+ranking, and its best name is the one reported. Windows' detections
 are merged so a name heard by two overlapping windows counts once.
 """
 
@@ -42,11 +44,16 @@ class SpottedName:
     ambiguous: bool = False
     sound_alike_partners: list[str] = field(default_factory=list)
     generic: str | None = None
+    # the span fits its own free reading (`heard`) much better than any lexicon name, by the
+    # calibration's not-in-lexicon gap: something drug-like was said that the lexicon lacks
+    out_of_lexicon: bool = False
+    heard: str = ""  # the model's free reading of the span
 
     def to_dict(self) -> dict:
         return {
             "name": self.name, "generic": self.generic, "start": self.start, "end": self.end, "spot_score": self.spot_score,
-            "probability": self.probability, "ambiguous": self.ambiguous, "sound_alike_partners": self.sound_alike_partners,
+            "probability": self.probability, "ambiguous": self.ambiguous, "out_of_lexicon": self.out_of_lexicon, "heard": self.heard,
+            "sound_alike_partners": self.sound_alike_partners,
             "candidates": [{"name": c.name, "generic": c.generic, "score": c.score, "probability": c.probability} for c in self.candidates],
         }
 
@@ -119,7 +126,8 @@ def spot(
         for span in spotter.spot(log_probs, threshold):
             first, last = max(0, span.start - SPAN_MARGIN_FRAMES), min(frames, span.end + SPAN_MARGIN_FRAMES)
             ranked = recogniser.results(
-                recogniser.scores_from_log_probs(log_probs[None, first:last], torch.tensor([last - first])), top_k, log_prior=log_prior
+                recogniser.scores_from_log_probs(log_probs[None, first:last], torch.tensor([last - first])), top_k,
+                allow_out_of_lexicon=True, log_prior=log_prior,
             )[0]
             if not ranked.candidates:
                 continue
@@ -129,7 +137,7 @@ def spot(
             window_found.append(timed)
             details.append(SpottedName(
                 best.name, timed.start, timed.end, round(span.per_letter, 4), best.probability, ranked.candidates,
-                ranked.ambiguous, ranked.sound_alike_partners, best.generic,
+                ranked.ambiguous, ranked.sound_alike_partners, best.generic, ranked.out_of_lexicon, ranked.transcript,
             ))
         found.append(window_found)
     kept = merge_windows(found)
