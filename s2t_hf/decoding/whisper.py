@@ -69,6 +69,7 @@ the weights as they train, in the model's dtype and on its device.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -529,10 +530,19 @@ class WhisperRanker:
         self.sequence_paths = torch.where(torch.arange(paths.shape[1]) < self.tree.depth[leaves, None], paths, leaves[:, None])
         if len(self.prompt_ids) + paths.shape[1] > MAX_POSITIONS:
             raise ValueError("a spelling is longer than Whisper's 448 decoder positions")
-        self.last_stats: list[dict] = []
+        self._calls = threading.local()  # `last_stats` per thread: a server scores batches in several at once
 
     def __len__(self) -> int:
         return len(self.lexicon)
+
+    @property
+    def last_stats(self) -> list[dict]:
+        """The search statistics of this thread's last call, a dict per clip (see the class docstring)."""
+        return getattr(self._calls, "stats", [])
+
+    @last_stats.setter
+    def last_stats(self, stats: list[dict]) -> None:
+        self._calls.stats = stats
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
