@@ -196,11 +196,18 @@ def _cross_keys_values(decoder: torch.nn.Module, encoder_states: torch.Tensor) -
 
 def _cross_attention(layer: torch.nn.Module, states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """The cross-attention block's output (before the residual) for rows (..., d_model) of one
-    clip: one batched product per head over all rows."""
+    clip, keys and values (heads, frames, head_dim): one batched product per head over all rows.
+    With keys and values (rows, heads, frames, head_dim), each row (rows, ..., d_model) attends
+    to its own clip's."""
     attention = layer.encoder_attn
     hidden = layer.encoder_attn_layer_norm(states)
     shape = hidden.shape[:-1]
-    queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling).reshape(-1, attention.num_heads, attention.head_dim)
+    queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)
+    if keys.dim() == 4:
+        queries = queries.reshape(shape[0], -1, attention.num_heads, attention.head_dim)  # (rows, positions, heads, head_dim)
+        weights = torch.einsum("rqhe,rhfe->rhqf", queries, keys).softmax(-1)
+        return attention.out_proj(torch.einsum("rhqf,rhfe->rqhe", weights, values).reshape(*shape, -1))
+    queries = queries.reshape(-1, attention.num_heads, attention.head_dim)
     weights = torch.matmul(queries.transpose(0, 1), keys.transpose(1, 2)).softmax(-1)  # (heads, rows, frames)
     output = torch.matmul(weights, values).transpose(0, 1).reshape(*shape, -1)
     return attention.out_proj(output)
@@ -213,7 +220,8 @@ def _feed_forward(layer: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
 def decoder_states(
     decoder: torch.nn.Module, ids: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Whisper's decoder on whole sequences (rows, length) of one clip, causal, from position 0:
+    """Whisper's decoder on whole sequences (rows, length) of one clip (or, given cross keys and
+    values (rows, heads, frames, head_dim), each row of its own clip), causal, from position 0:
     the final states (rows, length, d_model) after the last layer norm, and each layer's
     self-attention keys and values (rows, length, heads, head_dim). Rows padded on the right
     need no mask: a position never attends to later ones."""
@@ -295,37 +303,18 @@ class Prompted:
             for layer in decoder.layers
         ]
         self.cross = [[(keys[clip], values[clip]) for keys, values in self.stacked] for clip in range(len(frames))]
-        clips, length = len(frames), prompt.shape[1]
-        states = decoder.embed_tokens(prompt.expand(clips, -1)) + decoder.embed_positions.weight[:length]
-        causal = torch.ones(length, length, dtype=torch.bool, device=prompt.device).tril()
-        self.keys, self.values = [], []
-        for index, layer in enumerate(decoder.layers):
-            attention = layer.self_attn
-            hidden = layer.self_attn_layer_norm(states)
-            queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (clips, prompt, heads, head_dim)
-            keys, values = _split_heads(attention, attention.k_proj(hidden)), _split_heads(attention, attention.v_proj(hidden))
-            self.keys.append(keys)
-            self.values.append(values)
-            weights = torch.einsum("cqhe,ckhe->chqk", queries, keys).masked_fill(~causal, -float("inf")).softmax(-1)
-            states = states + attention.out_proj(torch.einsum("chqk,ckhe->cqhe", weights, values).reshape(clips, length, -1))
-            cross = layer.encoder_attn
-            queries = _split_heads(cross, cross.q_proj(layer.encoder_attn_layer_norm(states)) * cross.scaling)
-            cross_keys, cross_values = self.stacked[index]
-            weights = torch.einsum("cqhe,chfe->chqf", queries, cross_keys).softmax(-1)
-            states = states + cross.out_proj(torch.einsum("chqf,chfe->cqhe", weights, cross_values).reshape(clips, length, -1))
-            states = states + _feed_forward(layer, states)
-        self.roots = decoder.layer_norm(states[:, -1])
+        states, keys_values = decoder_states(decoder, prompt.expand(len(frames), -1), self.stacked)  # each row its clip's keys
+        self.keys = [keys for keys, _ in keys_values]
+        self.values = [values for _, values in keys_values]
+        self.roots = states[:, -1]
 
     def cross_attention(self, layer: torch.nn.Module, index: int, clips: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """Layer `index`'s cross-attention output for one row per clip in `clips` (increasing),
         for clips of one length (`stacked`)."""
-        attention = layer.encoder_attn
-        queries = _split_heads(attention, attention.q_proj(layer.encoder_attn_layer_norm(states)) * attention.scaling)
         keys, values = self.stacked[index]
         if len(clips) < len(keys):  # some clips have finished: only the others' keys (a copy)
             keys, values = keys[clips], values[clips]
-        weights = torch.einsum("rhe,rhfe->rhf", queries, keys).softmax(-1)
-        return attention.out_proj(torch.einsum("rhf,rhfe->rhe", weights, values).reshape(len(clips), -1))
+        return _cross_attention(layer, states, keys, values)
 
 
 def greedy_decode(
