@@ -149,6 +149,7 @@ def main() -> None:
         trainer, test_dataset, splits, processor, lexicon,
         model_description=f"{model_args.model_name_or_path or model_args.model_type + ' (from scratch)'}, {model.num_parameters() / 1e6:.1f}M parameters",
         finetuned_from=model_args.model_name_or_path, started=started, tags=["ctc"], max_calibration_samples=data_args.max_eval_samples,
+        calibration_conditions=data_args.calibration_conditions,
     )
 
 

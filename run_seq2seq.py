@@ -42,6 +42,10 @@ class ModelArguments:
         default=None, metadata={"help": "Whisper only: the encoder's window in whole seconds (default: its 30 s). 3 s is 12x cheaper for drug names."}
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the decoder only (the encoder keeps its pretrained weights)."})
+    freeze_encoder_layers: Optional[int] = field(
+        default=None,
+        metadata={"help": "Keep the encoder's front end (convolutions, positions) and its first N layers pretrained; the rest trains."},
+    )
     config_overrides: Optional[Union[dict, str]] = field(
         default=None, metadata={"help": "Config fields to set on the model, e.g. {\"dropout\": 0.1}."}
     )
@@ -71,8 +75,8 @@ def main() -> None:
         lexicon, model_args.model_name_or_path, model_args.config_overrides, model_args.max_source_seconds,
         cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code,
     )
-    if model_args.freeze_encoder:
-        freeze_encoder(model)
+    if model_args.freeze_encoder or model_args.freeze_encoder_layers is not None:
+        freeze_encoder(model, None if model_args.freeze_encoder else model_args.freeze_encoder_layers)
     if is_whisper(model):
         setattr(model.config, LEXICON_SPELLING, "label")  # fine-tuned to write names as their labels: saved in config.json
 
@@ -101,6 +105,7 @@ def main() -> None:
         trainer, test_dataset, splits, processor, lexicon,
         model_description=f"{model_args.model_name_or_path}, {model.num_parameters() / 1e6:.1f}M parameters",
         finetuned_from=model_args.model_name_or_path, started=started, tags=["seq2seq"], max_calibration_samples=data_args.max_eval_samples,
+        calibration_conditions=data_args.calibration_conditions,
     )
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from s2t_hf.audio.channels import add_white_noise
 from s2t_hf.evaluation.manifests import read_evaluation_manifest
-from s2t_hf.evaluation.predictions import add_noise, readable_batches
+from s2t_hf.evaluation.predictions import readable_batches
 from s2t_hf.inference.recognizer import S2T
 
 GAPS = (2, 4, 6, 8, 10, 12)
@@ -50,7 +51,7 @@ def main() -> None:
     clips, errors, started = 0, [], time.perf_counter()
     for batch in readable_batches(rows, recogniser.max_seconds, 16, errors, "ranking"):
         batch = [(position, index_of[label], clip) for position, _, label, clip in batch if label in index_of]
-        audio = [clip if args.snr is None else add_noise(clip, args.snr, seed=position) for position, _, clip in batch]
+        audio = [clip if args.snr is None else add_white_noise(clip, args.snr, seed=position) for position, _, clip in batch]
         scores = recogniser.score_batch(audio, top_k=5).scores
         for (_, right, _), row in zip(batch, scores):
             clips += 1

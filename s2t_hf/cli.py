@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .audio.channels import TELEPHONE_CODECS
 from .evaluation.metrics import TOP_KS
 from .text.lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
 
@@ -177,9 +178,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .evaluation.comparison import compare_models
     from .evaluation.report import comparison_table, write_comparison_report
 
-    snrs = [None] + sorted(set(args.snr), reverse=True)
+    conditions = [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
     results = compare_models(
-        args.models, args.manifest, args.cache, snrs, lexicon=args.lexicon, device=args.device, max_clips=args.max_clips, progress=not args.json
+        args.models, args.manifest, args.cache, conditions, lexicon=args.lexicon, device=args.device, max_clips=args.max_clips,
+        progress=not args.json,
     )
     if args.json:
         print(json.dumps({model: {condition: {key: value for key, value in summary.items() if key != "records"}
@@ -210,10 +212,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
         spot_threshold = calibration.spot_threshold
-        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False)
+        conditions = [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
+        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False, conditions=conditions)
         calibration.spot_threshold = spot_threshold
         print(f"temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
-              f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips)")
+              f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips: "
+              f"{calibration.fitted_on})")
     if args.sentences is not None:
         from .evaluation.spotting import fit_spot_threshold, spot_sentences
 
@@ -336,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="TSV with a header holding path and text (other columns group results)")
         if name == "calibrate":
             command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
+            command.add_argument("--snr", type=float, nargs="*", default=[],
+                                 help="also hear every clip with white noise at these SNRs in dB: harder clips give the temperature "
+                                      "and the ambiguous flag errors to fit on (e.g. --snr 10 0)")
+            command.add_argument("--channel", nargs="*", default=[], choices=sorted(TELEPHONE_CODECS),
+                                 help="also hear every clip through these telephone channels (ffmpeg): telephone, gsm")
             command.add_argument("--sentences", default=None, metavar="MANIFEST",
                                  help="also fit `spot`'s threshold (best F1) on these sentences of held-out voices "
                                       "(a manifest-sentences-validation.tsv); CTC models")
@@ -387,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--cache", default="outputs/predictions", help="folder for cached predictions, Parquet (default: outputs/predictions)")
     compare.add_argument("--report", default=None, help="write report.md and PNG plots into this folder")
     compare.add_argument("--snr", type=float, nargs="*", default=[20, 10, 5, 0], help="also test with white noise at these SNRs in dB (default: 20 10 5 0; none: --snr)")
+    compare.add_argument("--channel", nargs="*", default=[], choices=sorted(TELEPHONE_CODECS),
+                         help="also test through these telephone channels, via ffmpeg: telephone (8 kHz, 300-3,400 Hz, "
+                              "G.711 mu-law), gsm (GSM 06.10)")
     compare.add_argument("--max-clips", type=int, default=None, help="a random subset of this many clips, the same for every model")
     compare.add_argument("--lexicon", default=None, help="names to rank (default: each model's own lexicon.txt)")
     compare.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")

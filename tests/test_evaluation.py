@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from s2t_hf import DRUG_ACCURACY_METRIC, S2T
+from s2t_hf.audio.channels import through_telephone
+from s2t_hf.audio.reading import read_usable_audio
 from s2t_hf.evaluation.comparison import PredictionCache, compare_models
 from s2t_hf.evaluation.report import write_comparison_report
 from s2t_hf.inference.calibration import Calibration, expected_calibration_error, fit_ambiguity_margin, fit_calibration, fit_temperature
@@ -173,7 +175,7 @@ def test_manifest(corpus, tmp_path_factory):
 def test_compare_caches_predictions_as_parquet_and_a_rerun_does_no_inference(tmp_path, corpus, lexicon, test_manifest, monkeypatch):
     first = save_untrained_model(tmp_path / "first", lexicon, seed=1)
     second = save_untrained_model(tmp_path / "second", lexicon, seed=2)
-    results = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", snrs=[None, 10], progress=False)
+    results = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", conditions=[None, 10], progress=False)
     files = sorted((tmp_path / "cache").glob("*.parquet"))
     assert len(files) == 4 and not list((tmp_path / "cache").glob("*.partial"))
     assert set(results) == {"first", "second"} and set(results["first"]) == {"clean", "10 dB"}
@@ -194,7 +196,7 @@ def test_compare_caches_predictions_as_parquet_and_a_rerun_does_no_inference(tmp
         raise AssertionError("the second run must read the cache, not load a model")
 
     monkeypatch.setattr(S2T, "from_pretrained", no_inference)
-    again = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", snrs=[None, 10], progress=False)
+    again = compare_models([str(first), str(second)], test_manifest, tmp_path / "cache", conditions=[None, 10], progress=False)
     assert again["second"]["10 dB"]["top1"] == results["second"]["10 dB"]["top1"]
     assert [r["candidates"] for r in again["first"]["clean"]["records"]] == [r["candidates"] for r in clean["records"]]
     calibration = Calibration(temperature=2.0)
@@ -205,10 +207,15 @@ def test_compare_caches_predictions_as_parquet_and_a_rerun_does_no_inference(tmp
 
 def test_report_writes_markdown_and_plots(tmp_path, lexicon, test_manifest):
     model = save_untrained_model(tmp_path / "model", lexicon)
-    results = compare_models([str(model)], test_manifest, tmp_path / "cache", snrs=[None, 5], progress=False)
+    results = compare_models([str(model)], test_manifest, tmp_path / "cache", conditions=[None, 5, "telephone"], progress=False)
     report = write_comparison_report(results, tmp_path / "report", str(test_manifest), "s2t-hf compare ...")
     text = report.read_text()
-    assert "| model | clips | top-1 |" in text and "top-1 @ 5 dB" in text
+    assert "| model | clips | top-1 |" in text and "top-1 @ 5 dB" in text and "top-1 @ telephone" in text
+    # the telephone records are the model's answers to the clips as ffmpeg's G.711 line carries them
+    records = results["model"]["telephone"]["records"]
+    heard = [(through_telephone(read_usable_audio(record["path"]), "telephone"), 16000) for record in records]
+    ranked = S2T.from_pretrained(model).recognize(heard, top_k=10)
+    assert [record["candidates"] for record in records] == [[c.name for c in r.candidates] for r in ranked]
     for name in ["top_k.png", "snr.png", "calibration.png", "by_voice.png"]:
         image = tmp_path / "report" / name
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -233,7 +240,7 @@ def test_cli_calibrate_saves_what_the_library_fits_beside_the_model(untrained_mo
     calibrated = cli("calibrate", model, "--manifest", test_manifest).stdout
     saved = Calibration.load(model)
     assert saved.clips == 6 and saved.fitted_on == str(test_manifest)
-    assert f"temperature {saved.temperature:.3f}" in calibrated and f"({saved.clips} clips)" in calibrated
+    assert f"temperature {saved.temperature:.3f}" in calibrated and f"({saved.clips} clips: {test_manifest})" in calibrated
     rows = read_evaluation_manifest(test_manifest)
     expected = calibrate_recogniser(S2T.from_pretrained(untrained_model), rows, fitted_on=str(test_manifest), progress=False)
     assert saved.fitted_on == expected.fitted_on and saved.clips == expected.clips
@@ -242,3 +249,28 @@ def test_cli_calibrate_saves_what_the_library_fits_beside_the_model(untrained_mo
     for field in ["temperature", "ambiguity_margin", "out_of_lexicon_gap"]:
         assert getattr(saved, field) == pytest.approx(getattr(expected, field), rel=1e-2), field
     assert S2T.from_pretrained(model).calibration == saved  # found where the recogniser looks
+
+
+def test_calibration_hears_each_clip_under_each_condition(untrained_model, untrained_model_copy, test_manifest):
+    from s2t_hf.audio.channels import apply_condition
+    from s2t_hf.evaluation.manifests import read_evaluation_manifest
+    from s2t_hf.evaluation.predictions import calibration_scores
+
+    from .test_cli import cli
+
+    rows = read_evaluation_manifest(test_manifest)
+    recogniser = S2T.from_pretrained(untrained_model)
+    conditions = [None, 0.0, "telephone"]
+    scored = calibration_scores(recogniser, rows, progress=False, conditions=conditions)
+    assert sorted(entry[0] for entry in scored) == list(range(3 * len(rows)))
+    by_position = {entry[0]: entry for entry in scored}
+    clip = read_usable_audio(rows[1]["path"])
+    for number, condition in enumerate(conditions):  # each entry: the clip as heard under its condition
+        expected = recogniser.score_batch([apply_condition(clip, condition, seed=1)]).scores[0].tolist()
+        assert by_position[number * len(rows) + 1][1] == pytest.approx(expected, abs=1e-4), condition
+    assert by_position[1][1] != pytest.approx(by_position[len(rows) + 1][1], abs=1e-3)
+    # the command line: every clip clean, at 0 dB and through the telephone, saved with what it was fitted on
+    printed = cli("calibrate", untrained_model_copy, "--manifest", test_manifest, "--snr", "0", "--channel", "telephone").stdout
+    saved = Calibration.load(untrained_model_copy)
+    assert saved.clips == 3 * len(rows) and saved.fitted_on == f"{test_manifest} (clean, 0 dB, telephone)"
+    assert f"({saved.clips} clips: {saved.fitted_on})" in printed

@@ -58,3 +58,37 @@ def test_frozen_parameters_do_not_move_in_a_training_step():
         assert moved == parameter.requires_grad or (parameter.requires_grad and parameter.grad is not None and parameter.grad.abs().sum() == 0), name
     assert not torch.equal(model.layers[2].feed_forward_in.up.weight, before["layers.2.feed_forward_in.up.weight"])
     assert torch.equal(model.layers[0].feed_forward_in.up.weight, before["layers.0.feed_forward_in.up.weight"])
+
+
+def tiny_whisper_model():
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(d_model=32, encoder_layers=4, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=60, num_mel_bins=80, max_source_positions=50,
+                           max_target_positions=20, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+    return WhisperForConditionalGeneration(config)
+
+
+@pytest.mark.parametrize("first_layers", [None, 0, 2, 4])
+def test_freeze_encoder_keeps_its_front_end_and_first_layers(first_layers):
+    from s2t_hf.models.freezing import freeze_encoder
+
+    model = tiny_whisper_model()
+    trainable, total = freeze_encoder(model, first_layers)
+    encoder = model.get_encoder()
+    learning = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("layers.") else "")
+                for name, parameter in encoder.named_parameters() if parameter.requires_grad}
+    if first_layers is None:
+        assert learning == set()
+    else:
+        assert learning == {f"layers.{index}" for index in range(first_layers, 4)} | {"layer_norm"}
+    assert all(parameter.requires_grad for parameter in model.get_decoder().parameters())
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert total == sum(p.numel() for p in model.parameters())
+
+
+def test_freeze_encoder_refuses_more_layers_than_it_has():
+    from s2t_hf.models.freezing import freeze_encoder
+
+    with pytest.raises(ValueError, match="freeze_encoder_layers=5 must be between 0 and the encoder's 4 layers"):
+        freeze_encoder(tiny_whisper_model(), 5)

@@ -1,6 +1,6 @@
 """`s2t-hf compare`: several models on one manifest, each run once, predictions cached.
 
-Each (model, lexicon, clips, noise condition) gets one Parquet file of prediction records in
+Each (model, lexicon, clips, condition: clean, white noise at an SNR, a telephone codec) gets one Parquet file of prediction records in
 the cache folder, named by a fingerprint of all four, so a rerun, a new report or a new table
 costs no inference; changing the model's weights, calibration or lexicon, or the clips,
 makes a new file. Parquet holds plain columns (no pickle): it is safe to share and to open in
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..audio.channels import condition_name
 from ..inference.model_files import model_calibration, model_lexicon
 from ..inference.recognizer import S2T
 from ..models.hub import model_revision
@@ -32,12 +33,8 @@ from .summary import summarize
 logger = logging.getLogger(__name__)
 
 
-CACHE_FORMAT = 2  # 2: groups stored as JSON text (a manifest without group columns has none)
+CACHE_FORMAT = 3  # 2: groups stored as JSON text (a manifest without group columns has none); 3: conditions by name
 MODEL_FILES = ("config.json", "model.safetensors", "calibration.json", "lexicon.txt", "preprocessor_config.json", "tokenizer_config.json")
-
-
-def condition_name(snr_db: float | None) -> str:
-    return "clean" if snr_db is None else f"{snr_db:g} dB"
 
 
 def model_fingerprint(source: str | Path) -> str:
@@ -62,13 +59,14 @@ class PredictionCache:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
-    def path(self, source: str | Path, lexicon: list[DrugName], rows: list[dict], snr_db: float | None) -> Path:
+    def path(self, source: str | Path, lexicon: list[DrugName], rows: list[dict], condition: float | str | None) -> Path:
         key = json.dumps(
-            [CACHE_FORMAT, model_fingerprint(source), [entry.label for entry in lexicon], [(row["path"], row["text"]) for row in rows], snr_db]
+            [CACHE_FORMAT, model_fingerprint(source), [entry.label for entry in lexicon], [(row["path"], row["text"]) for row in rows],
+             condition]
         )
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         slug = "".join(character if character.isalnum() or character in "-_." else "_" for character in Path(str(source)).name)
-        return self.folder / f"{slug}-{condition_name(snr_db).replace(' ', '')}-{digest}.parquet"
+        return self.folder / f"{slug}-{condition_name(condition).replace(' ', '')}-{digest}.parquet"
 
     @staticmethod
     def load(path: Path) -> tuple[list[dict], list[dict], float] | None:
@@ -115,14 +113,15 @@ def compare_models(
     sources: list[str],
     manifest: str | Path,
     cache_dir: str | Path,
-    snrs: list[float | None] = (None,),
+    conditions: list[float | str | None] = (None,),
     lexicon: str | Path | None = None,
     device: str | None = None,
     max_clips: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """Each model's summary per noise condition: {model: {"clean": summary, "10 dB": ...}}.
+    """Each model's summary per condition: {model: {"clean": summary, "10 dB": ..., "telephone": ...}};
+    a condition is None (clean), an SNR in dB (white noise) or a codec name (`audio/channels.py`).
     A model is loaded only when some condition is not in the cache yet."""
     rows = sample_rows(read_evaluation_manifest(manifest), max_clips)
     cache = PredictionCache(cache_dir)
@@ -133,23 +132,23 @@ def compare_models(
         calibration = model_calibration(source)
         recogniser = None
         results[label] = {}
-        for snr_db in snrs:
-            path = cache.path(source, names, rows, snr_db)
+        for condition in conditions:
+            path = cache.path(source, names, rows, condition)
             cached = cache.load(path)
             if cached is None:
                 if recogniser is None:
                     recogniser = S2T.from_pretrained(source, lexicon=names, device=device)
                 started = time.perf_counter()
-                records, errors = predict_manifest(recogniser, rows, snr_db, batch_size=batch_size, progress=progress)
+                records, errors = predict_manifest(recogniser, rows, condition, batch_size=batch_size, progress=progress)
                 seconds_per_clip = (time.perf_counter() - started) / max(1, len(rows))
                 cache.save(path, records, errors, seconds_per_clip)
-                logger.info("%s, %s: predictions cached in %s", label, condition_name(snr_db), path)
+                logger.info("%s, %s: predictions cached in %s", label, condition_name(condition), path)
             else:
                 records, errors, seconds_per_clip = cached
-                logger.info("%s, %s: predictions read from %s", label, condition_name(snr_db), path)
+                logger.info("%s, %s: predictions read from %s", label, condition_name(condition), path)
             summary = summarize(records, errors, [entry.label for entry in names], calibration)
             summary["seconds_per_clip"] = seconds_per_clip
             summary["calibrated"] = calibration.is_fitted
             summary["records"] = records
-            results[label][condition_name(snr_db)] = summary
+            results[label][condition_name(condition)] = summary
     return results

@@ -1,6 +1,7 @@
 """Running a recogniser over manifest rows.
 
-`predict_manifest` runs the model once per clip (optionally with noise added at a fixed SNR)
+`predict_manifest` runs the model once per clip (optionally with white noise at a fixed SNR or
+through a telephone codec)
 and returns one prediction record per clip: its ten best names with scores and calibrated
 probabilities, the free transcript and that transcript's own score. `calibrate_recogniser`
 fits a `Calibration` on held-out rows (`calibration_scores` + `fit_on_scores`, which several
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..audio.channels import apply_condition, condition_name
 from ..audio.reading import AudioError, read_usable_audio
 from ..decoding.ranking import RANKED_FOR_METRICS
 from ..inference.calibration import Calibration, fit_calibration
@@ -26,14 +28,6 @@ from .manifests import NOT_GROUPS, read_evaluation_manifest
 from .summary import summarize
 
 logger = logging.getLogger(__name__)
-
-
-def add_noise(clip: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
-    """White noise at exactly `snr_db` relative to the clip's power, from a per-clip seed, so
-    that every model (and every rerun) hears the same noisy clip."""
-    power = float(np.mean(clip**2)) or 1e-10
-    noise = np.random.default_rng(seed).standard_normal(len(clip)).astype(np.float32)
-    return clip + noise * np.sqrt(power / 10 ** (snr_db / 10))
 
 
 def readable_batches(
@@ -53,16 +47,14 @@ def readable_batches(
 
 
 def predict_manifest(
-    recogniser: S2T, rows: list[dict[str, str]], snr_db: float | None = None, batch_size: int = 16, progress: bool = True
+    recogniser: S2T, rows: list[dict[str, str]], condition: float | str | None = None, batch_size: int = 16, progress: bool = True
 ) -> tuple[list[dict], list[dict]]:
-    """One prediction record per readable clip, and one error record per clip that is not."""
+    """One prediction record per readable clip, and one error record per clip that is not.
+    `condition`: None (clean), an SNR in dB (white noise) or a telephone codec (`audio/channels.py`)."""
     label_of = {entry.name: entry.label for entry in recogniser.lexicon}  # records hold normalised labels, like references
     records, errors = [], []
-    condition = "clean" if snr_db is None else f"{snr_db:g} dB SNR"
-    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, f"recognising ({condition})", progress):
-        readable = [
-            (row, reference, clip if snr_db is None else add_noise(clip, snr_db, seed=position)) for position, row, reference, clip in batch_rows
-        ]
+    for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, f"recognising ({condition_name(condition)})", progress):
+        readable = [(row, reference, apply_condition(clip, condition, seed=position)) for position, row, reference, clip in batch_rows]
         batch = recogniser.score_batch([clip for _, _, clip in readable], RANKED_FOR_METRICS)
         results = recogniser.results(batch, top_k=RANKED_FOR_METRICS)
         for (row, reference, clip), result, own_score in zip(readable, results, batch.transcript_scores.tolist()):
@@ -70,7 +62,7 @@ def predict_manifest(
                 "path": row["path"],
                 "reference": reference,
                 "groups": {column: value for column, value in row.items() if column not in NOT_GROUPS},
-                "snr_db": snr_db,
+                "condition": condition_name(condition),
                 "transcript": result.transcript,
                 "transcript_score": own_score,
                 "candidates": [label_of[candidate.name] for candidate in result.candidates],
@@ -81,19 +73,26 @@ def predict_manifest(
 
 
 def calibration_scores(
-    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, progress: bool = True
+    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, progress: bool = True,
+    conditions: list[float | str | None] | tuple = (None,),
 ) -> list[tuple[int, list[float], int, float]]:
-    """What a calibration is fitted on, one entry per usable row: (the row's position, its score
-    for every lexicon name, the index of its true name, its transcript's own score).
-    Unreadable clips and names outside the lexicon are skipped."""
+    """What a calibration is fitted on, one entry per usable row and condition: (a position,
+    its score for every lexicon name, the index of its true name, its transcript's own score).
+    The position is the row's, plus `len(rows)` times the condition's index in `conditions`
+    (None: clean; an SNR in dB: white noise; a telephone codec), so the entries of one row under
+    several conditions stay apart. Unreadable clips and names outside the lexicon are skipped."""
     index_of = {entry.label: index for index, entry in enumerate(recogniser.lexicon)}
     scored, errors = [], []
     for batch_rows in readable_batches(rows, recogniser.max_seconds, batch_size, errors, "calibrating", progress):
-        in_lexicon = [(position, index_of[label], clip) for position, _, label, clip in batch_rows if label in index_of]
-        if in_lexicon:
-            batch = recogniser.score_batch([clip for _, _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
-            for (position, reference, _), scores, own in zip(in_lexicon, batch.scores.tolist(), batch.transcript_scores.tolist()):
-                scored.append((position, scores, reference, own))
+        for number, condition in enumerate(conditions):
+            in_lexicon = [
+                (position + number * len(rows), index_of[label], apply_condition(clip, condition, seed=position))
+                for position, _, label, clip in batch_rows if label in index_of
+            ]
+            if in_lexicon:
+                batch = recogniser.score_batch([clip for _, _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
+                for (position, reference, _), scores, own in zip(in_lexicon, batch.scores.tolist(), batch.transcript_scores.tolist()):
+                    scored.append((position, scores, reference, own))
     return scored
 
 
@@ -111,14 +110,21 @@ def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: 
 
 
 def calibrate_recogniser(
-    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation", progress: bool = True
+    recogniser: S2T, rows: list[dict[str, str]], batch_size: int = 16, fitted_on: str = "validation", progress: bool = True,
+    conditions: list[float | str | None] | tuple = (None,),
 ) -> Calibration:
-    """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out voices.
+    """Fit a `Calibration` for an `S2T` on manifest rows (path or encoded bytes, text) of held-out
+    voices, each heard under every one of `conditions` (see `calibration_scores`).
     Unreadable clips and names outside the lexicon are skipped."""
-    scored = calibration_scores(recogniser, rows, batch_size, progress)
+    scored = calibration_scores(recogniser, rows, batch_size, progress, conditions)
     if not scored:
         raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
-    return fit_on_scores(scored, fitted_on)
+    return fit_on_scores(scored, fitted_on + conditions_note(conditions))
+
+
+def conditions_note(conditions: list[float | str | None] | tuple) -> str:
+    """How a calibration's `fitted_on` names the conditions its clips were heard under ("" for clean only)."""
+    return "" if list(conditions) == [None] else f" ({', '.join(condition_name(condition) for condition in conditions)})"
 
 
 def evaluate_manifest(recogniser: S2T, manifest: str | Path, batch_size: int = 16, progress: bool = False) -> dict:

@@ -81,11 +81,16 @@ def plot_groups(results: dict[str, dict], column: str, path: Path) -> None:
     plt.close(figure)
 
 
+def snr_of(condition: str) -> float | None:
+    """The SNR of a white-noise condition ("10 dB"), None for clean or a telephone channel."""
+    return float(condition.split()[0]) if condition.endswith(" dB") else None
+
+
 def plot_snr(results: dict[str, dict], path: Path) -> None:
     plt = _figure()
     figure, axes = plt.subplots(figsize=(6, 4))
     for model, conditions in results.items():
-        noisy = sorted((float(condition.split()[0]), summary["top1"]) for condition, summary in conditions.items() if condition != "clean")
+        noisy = sorted((snr_of(condition), summary["top1"]) for condition, summary in conditions.items() if snr_of(condition) is not None)
         labels = [f"{snr:g}" for snr, _ in noisy] + ["clean"]
         axes.plot(labels, [100 * top1 for _, top1 in noisy] + [100 * conditions["clean"]["top1"]], marker="o", label=model)
     axes.set(xlabel="added white noise, SNR (dB)", ylabel="top-1 (%)", ylim=(0, 100), title="Robustness to noise")
@@ -158,7 +163,7 @@ def write_comparison_report(results: dict[str, dict], folder: str | Path, manife
         "",
     ]
     plot_top_k(results, folder / "top_k.png")
-    if any(condition != "clean" for condition in next(iter(results.values()))):
+    if any(snr_of(condition) is not None for condition in next(iter(results.values()))):
         plot_snr(results, folder / "snr.png")
         lines += ["![noise](snr.png)", ""]
     plot_calibration(results, folder / "calibration.png")

@@ -82,7 +82,8 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     if errors < MIN_ERRORS_TO_FIT_TEMPERATURE:
         logger.warning(
             "%d of %d calibration clips are wrong at top 1, too few to fit a temperature (it would run to its bound and make "
-            "every answer look certain): keeping temperature 1. Calibrate on harder or more clips (s2t-hf calibrate --manifest ...)",
+            "every answer look certain): keeping temperature 1. Calibrate on harder or more clips "
+            "(s2t-hf calibrate MODEL --manifest ... --snr 10 0, or the recipe's calibration_conditions)",
             errors, len(references),
         )
         return 1.0

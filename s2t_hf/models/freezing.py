@@ -74,13 +74,25 @@ def apply_freezing(
     return count_trainable(model)
 
 
-def freeze_encoder(model: nn.Module) -> tuple[int, int]:
-    """Freeze an encoder-decoder's encoder (Whisper, Speech2Text): only the decoder learns.
-    Returns (trainable, total) parameter counts and logs them."""
+def freeze_encoder(model: nn.Module, first_layers: int | None = None) -> tuple[int, int]:
+    """Freeze an encoder-decoder's encoder (Whisper, Speech2Text): only the decoder learns. With
+    `first_layers` N, only the encoder's input side: its front end (convolutions, positions) and
+    its first N layers keep their pretrained weights; its later layers, final norm and the
+    decoder learn. Returns (trainable, total) parameter counts and logs them."""
     encoder = model.get_encoder()
-    for parameter in encoder.parameters():
-        parameter.requires_grad = False
-    logger.info("encoder frozen")
+    if first_layers is None:
+        for parameter in encoder.parameters():
+            parameter.requires_grad = False
+        logger.info("encoder frozen")
+        return count_trainable(model)
+    layers = len(encoder.layers)
+    if not 0 <= first_layers <= layers:
+        raise ValueError(f"freeze_encoder_layers={first_layers} must be between 0 and the encoder's {layers} layers")
+    for name, parameter in encoder.named_parameters():
+        match = re.match(r"layers\.(\d+)\.", name)
+        later_layer = match is not None and int(match.group(1)) >= first_layers
+        parameter.requires_grad = later_layer or name.startswith("layer_norm.")
+    logger.info("encoder front end and its first %d of %d layers frozen", first_layers, layers)
     return count_trainable(model)
 
 

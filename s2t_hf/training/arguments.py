@@ -103,6 +103,12 @@ class DataTrainingArguments:
         default=None,
         metadata={"help": "Evaluate on, and fit the calibration on, this many validation clips (a random sample)."}
     )
+    calibration_conditions: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Hear each calibration clip under each of these: clean, an SNR in dB of white noise (10), or a telephone "
+                          "codec (telephone, gsm). A model that gets clean validation clips right needs harder ones to fit its "
+                          "temperature and ambiguity flag on (default: clean only)."},
+    )
     max_test_samples: Optional[int] = field(
         default=None, metadata={"help": "Evaluate on a random sample of this many test clips (default: the whole test split)."}
     )

@@ -12,6 +12,7 @@ from accelerate.utils import gather_object
 from datasets import Audio, Dataset, DatasetDict
 from transformers import Trainer
 
+from ..audio.channels import parse_condition
 from ..evaluation.metrics import TOP_KS
 from ..inference.calibration import Calibration
 from ..text.lexicon import DrugName
@@ -96,16 +97,23 @@ class ReportInModelCard:
                 card.write_text(text.rstrip() + "\n\n" + section, encoding="utf-8")
 
 
-def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset, max_samples: int | None = None) -> Calibration:
+def calibrate_on_split(
+    trainer: Trainer, processor, lexicon: list[DrugName], split: Dataset, max_samples: int | None = None, conditions: list | None = None
+) -> Calibration:
     """Fit probabilities and flags on a held-out split (its audio files and labels; a random
-    `max_samples` of them) and save `calibration.json` beside the model, where
-    `S2T.from_pretrained` finds it.
+    `max_samples` of them), each clip heard under every one of `conditions` (None, the
+    default: clean only; see `calibration_scores`), and save `calibration.json` beside the
+    model, where `S2T.from_pretrained` finds it.
 
     With several processes each scores an equal share of the clips (the last shares padded
     with repeats, as the Trainer's evaluation does, so that every process runs as many batches:
     ZeRO-3 needs all of them in every forward pass); the scores are gathered, repeats dropped,
     and every process fits the same calibration on all of them."""
-    from ..evaluation.predictions import calibration_scores, fit_on_scores  # evaluation -> inference -> seq2seq -> this module
+    from ..evaluation.predictions import (  # evaluation -> inference -> seq2seq -> this module
+        calibration_scores,
+        conditions_note,
+        fit_on_scores,
+    )
     from ..inference.recognizer import S2T
 
     if max_samples is not None and max_samples < len(split):
@@ -117,14 +125,16 @@ def calibrate_on_split(trainer: Trainer, processor, lexicon: list[DrugName], spl
     share = -(-len(rows) // processes)
     positions = [(rank + processes * step) % len(rows) for step in range(share)]  # this process's rows, wrapping round at the end
     recogniser = S2T(trainer.accelerator.unwrap_model(trainer.model), processor, lexicon)
+    conditions = conditions or [None]
     scored = calibration_scores(
         recogniser, [rows[position] for position in positions], batch_size=trainer.args.per_device_eval_batch_size,
-        progress=trainer.is_local_process_zero(),
+        progress=trainer.is_local_process_zero(), conditions=conditions,
     )
-    scored = [(positions[index], *rest) for index, *rest in scored]  # positions in the whole split
+    # positions in the whole split (times the condition's index), whatever share this process scored
+    scored = [(positions[index % share] + len(rows) * (index // share), *rest) for index, *rest in scored]
     if processes > 1:
         scored = list({entry[0]: entry for entry in gather_object(scored)}.values())  # repeats dropped
-    calibration = fit_on_scores(scored, "validation split")
+    calibration = fit_on_scores(scored, "validation split" + conditions_note(conditions))
     trainer.model.train()
     if trainer.args.should_save:
         calibration.save(trainer.args.output_dir)
@@ -143,12 +153,15 @@ def evaluate_and_report(
     started: float,
     tags: list[str],
     max_calibration_samples: int | None = None,
+    calibration_conditions: list[str] | None = None,
 ) -> dict[str, float]:
     """Evaluate on validation and on the unseen-voice test split, save `*_results.json`, fit
-    the calibration on validation (`max_calibration_samples` of its clips), write `report.md`
+    the calibration on validation (`max_calibration_samples` of its clips, each heard under
+    every one of `calibration_conditions`: "clean", "10" dB of white noise, "telephone"), write `report.md`
     and the model card, and push to the Hub when the run asks for it."""
     trainer.save_metrics("eval", trainer.evaluate())
-    calibration = calibrate_on_split(trainer, processor, lexicon, splits["validation"], max_calibration_samples)
+    conditions = [parse_condition(condition) for condition in calibration_conditions] if calibration_conditions else None
+    calibration = calibrate_on_split(trainer, processor, lexicon, splits["validation"], max_calibration_samples, conditions)
     test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
     test_metrics["wall_time_s"] = round(time.time() - started, 1)
     trainer.log_metrics("test", test_metrics)
