@@ -341,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "calibrate":
             command.add_argument("--max-clips", type=int, default=None, help="fit on a random subset of this many clips")
             command.add_argument("--snr", type=float, nargs="*", default=[],
-                                 help="also hear every clip with white noise at these SNRs in dB: harder clips give the temperature "
-                                      "and the ambiguous flag errors to fit on (e.g. --snr 10 0)")
+                                 help="also hear every clip with white noise at these SNRs in dB: harder clips give the ambiguous "
+                                      "flag errors to learn from (e.g. --snr 10 0); the temperature and not-in-lexicon gap "
+                                      "stay fitted on the clean clips")
             command.add_argument("--channel", nargs="*", default=[], choices=sorted(TELEPHONE_CODECS),
                                  help="also hear every clip through these telephone channels (ffmpeg): telephone, gsm")
             command.add_argument("--sentences", default=None, metavar="MANIFEST",

@@ -166,6 +166,25 @@ def test_fit_calibration_saves_and_loads(tmp_path):
     assert Calibration.load(tmp_path / "nothing") == Calibration()
 
 
+def test_noisy_clips_teach_the_flag_while_the_clean_ones_keep_the_temperature_and_gap():
+    clean = torch.tensor([[3.0, 0.0, -1.0], [0.0, 3.0, 1.0], [1.0, 2.6, -2.0], [0.0, -1.0, 2.5]]).repeat(5, 1)
+    clean_references = torch.tensor([0, 1, 1, 2]).repeat(5)  # all right: no temperature to fit, no margin to learn
+    noisy = torch.tensor([[1.0, 0.8, 0.0], [0.2, 1.0, 0.0], [1.0, 0.9, -2.0], [0.0, 0.0, 1.5]]).repeat(5, 1)
+    noisy_references = torch.tensor([0, 1, 1, 2]).repeat(5)  # row 2 wrong, by a small margin
+    scores, references = torch.cat([clean, noisy]), torch.cat([clean_references, noisy_references])
+    own = scores.max(-1).values + torch.linspace(0.0, 2.0, len(scores))  # the noisy clips' transcripts stray further
+    plain = torch.arange(len(scores)) < len(clean)
+    mixed = fit_calibration(scores, references, own, "mixed", plain)
+    alone = fit_calibration(clean, clean_references, own[plain], "clean")
+    assert mixed.temperature == alone.temperature == 1.0  # the clean clips hold no error
+    assert mixed.out_of_lexicon_gap == alone.out_of_lexicon_gap
+    assert alone.ambiguity_margin == 0.0 < mixed.ambiguity_margin  # the noisy errors taught the flag
+    everything = fit_calibration(scores, references, own, "all")
+    assert everything.temperature != 1.0 and everything.out_of_lexicon_gap > mixed.out_of_lexicon_gap
+    with pytest.raises(ValueError, match="no clip heard as recorded"):
+        fit_calibration(scores, references, own, "none", torch.zeros(len(scores), dtype=torch.bool))
+
+
 @pytest.fixture(scope="module")
 def test_manifest(corpus, tmp_path_factory):
     corpus_dir, _ = corpus

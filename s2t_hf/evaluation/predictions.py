@@ -96,8 +96,12 @@ def calibration_scores(
     return scored
 
 
-def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: str) -> Calibration:
-    """Fit a `Calibration` on `calibration_scores` entries (from one process or gathered from several)."""
+def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: str, plain_rows: int | None = None) -> Calibration:
+    """Fit a `Calibration` on `calibration_scores` entries (from one process or gathered from
+    several). With `plain_rows` N, the entries at positions below N, the clips under the first of
+    `calibration_scores`' conditions (clean, as recorded, unless the list starts otherwise), fit
+    the temperature and the out-of-lexicon gap; all entries fit the ambiguity margin (see
+    `fit_calibration`)."""
     if not scored:
         raise ValueError("no readable clip with a lexicon name to calibrate on")
     scored = sorted(scored, key=lambda entry: entry[0])  # the rows' order, however the work was split
@@ -106,6 +110,7 @@ def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: 
         torch.tensor([reference for _, _, reference, _ in scored]),
         torch.tensor([own for _, _, _, own in scored]),
         fitted_on,
+        None if plain_rows is None else torch.tensor([position < plain_rows for position, _, _, _ in scored]),
     )
 
 
@@ -119,7 +124,7 @@ def calibrate_recogniser(
     scored = calibration_scores(recogniser, rows, batch_size, progress, conditions)
     if not scored:
         raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
-    return fit_on_scores(scored, fitted_on + conditions_note(conditions))
+    return fit_on_scores(scored, fitted_on + conditions_note(conditions), plain_rows=len(rows))
 
 
 def conditions_note(conditions: list[float | str | None] | tuple) -> str:

@@ -156,18 +156,31 @@ def fit_out_of_lexicon_gap(transcript_gaps: np.ndarray, false_rejection_rate: fl
     return float(np.quantile(np.asarray(transcript_gaps, dtype=float), 1.0 - false_rejection_rate))
 
 
-def fit_calibration(scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str) -> Calibration:
+def fit_calibration(
+    scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str, plain: torch.Tensor | None = None
+) -> Calibration:
     """Temperature, ambiguity margin and out-of-lexicon gap from full (clips, names) scores of
-    held-out clips whose names are in the lexicon."""
+    held-out clips whose names are in the lexicon.
+
+    `plain` (a boolean per clip; default all) marks the clips heard as recorded: the
+    temperature and the out-of-lexicon gap are fitted on those alone, the ambiguity margin on
+    every clip. Clips with noise added give the flag errors to learn from, where clean
+    validation voices give a fine-tuned model almost none; one temperature fitted across
+    conditions, though, has to cover the far-off misses of 0 dB noise and leaves clean answers
+    underconfident (measured: 5.1 on clean, 10 dB and 0 dB validation clips, and an expected
+    calibration error of 0.20 on clean real voices, against 0.02 at temperature 1)."""
     keep = references >= 0
-    scores, references, transcript_scores = scores[keep], references[keep], transcript_scores[keep]
-    temperature = fit_temperature(scores, references)
+    plain = torch.ones(len(references), dtype=torch.bool) if plain is None else plain.bool()
+    scores, references, transcript_scores, plain = scores[keep], references[keep], transcript_scores[keep], plain[keep]
+    if not plain.any():
+        raise ValueError("no clip heard as recorded among the calibration clips: the temperature is fitted on those")
+    temperature = fit_temperature(scores[plain], references[plain])
     calibration = Calibration(temperature=temperature, fitted_on=fitted_on, clips=int(keep.sum()))
     probabilities = calibration.log_probabilities(scores).exp()
     top2 = probabilities.topk(min(2, probabilities.shape[1]), dim=-1)
     margins = (top2.values[:, 0] - (top2.values[:, 1] if probabilities.shape[1] > 1 else 0)).numpy()
     correct = (top2.indices[:, 0] == references).numpy()
     calibration.ambiguity_margin = fit_ambiguity_margin(margins, correct)
-    gaps = (transcript_scores - scores.max(dim=-1).values).numpy()
+    gaps = (transcript_scores - scores.max(dim=-1).values)[plain].numpy()
     calibration.out_of_lexicon_gap = fit_out_of_lexicon_gap(gaps[np.isfinite(gaps)])
     return calibration

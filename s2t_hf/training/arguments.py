@@ -106,8 +106,9 @@ class DataTrainingArguments:
     calibration_conditions: Optional[list[str]] = field(
         default=None,
         metadata={"help": "Hear each calibration clip under each of these: clean, an SNR in dB of white noise (10), or a telephone "
-                          "codec (telephone, gsm). A model that gets clean validation clips right needs harder ones to fit its "
-                          "temperature and ambiguity flag on (default: clean only)."},
+                          "codec (telephone, gsm). A model that gets clean validation clips right needs harder ones for its "
+                          "ambiguous flag to learn from; the temperature and not-in-lexicon gap are fitted on the first "
+                          "condition's clips (default: clean only)."},
     )
     max_test_samples: Optional[int] = field(
         default=None, metadata={"help": "Evaluate on a random sample of this many test clips (default: the whole test split)."}

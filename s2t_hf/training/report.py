@@ -134,7 +134,7 @@ def calibrate_on_split(
     scored = [(positions[index % share] + len(rows) * (index // share), *rest) for index, *rest in scored]
     if processes > 1:
         scored = list({entry[0]: entry for entry in gather_object(scored)}.values())  # repeats dropped
-    calibration = fit_on_scores(scored, "validation split" + conditions_note(conditions))
+    calibration = fit_on_scores(scored, "validation split" + conditions_note(conditions), plain_rows=len(rows))
     trainer.model.train()
     if trainer.args.should_save:
         calibration.save(trainer.args.output_dir)
