@@ -63,7 +63,7 @@ class Telephone(BaseWaveformTransform):
         band = butter(4, [self.parameters["low_hz"], self.parameters["high_hz"]], btype="bandpass", fs=self.NARROWBAND_RATE, output="sos")
         narrow = sosfilt(band, narrow)
         if self.parameters["mu_law"]:
-            peak = max(float(np.abs(narrow).max(initial=0.0)), 1.0)  # mu-law codes [-1, 1]; louder is clipped, as a line would
+            peak = max(float(np.abs(narrow).max(initial=0.0)), 1.0)  # mu-law codes [-1, 1]: louder audio is scaled into it and back
             companded = np.sign(narrow) * np.log1p(255 * np.minimum(np.abs(narrow) / peak, 1.0)) / np.log(256)
             companded = np.round(companded * 127) / 127  # 8 bits
             narrow = peak * np.sign(companded) * np.expm1(np.abs(companded) * np.log(256)) / 255

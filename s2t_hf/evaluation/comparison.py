@@ -1,7 +1,7 @@
 """`s2t-hf compare`: several models on one manifest, each run once, predictions cached.
 
-Each (model, lexicon, clips, condition: clean, white noise at an SNR, a telephone codec) gets one Parquet file of prediction records in
-the cache folder, named by a fingerprint of all four, so a rerun, a new report or a new table
+Each (model, lexicon, clips, condition: clean, white noise at an SNR, a telephone codec) gets
+one Parquet file of prediction records in the cache folder, named by a fingerprint of all four, so a rerun, a new report or a new table
 costs no inference; changing the model's weights, calibration or lexicon, or the clips,
 makes a new file. Parquet holds plain columns (no pickle): it is safe to share and to open in
 pandas, DuckDB or `datasets`.
