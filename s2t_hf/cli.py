@@ -172,15 +172,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def requested_conditions(args: argparse.Namespace) -> list[float | str | None]:
+    """Clean first, then `--snr` from the highest, then `--channel` in the order given (each once)."""
+    return [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
     from .evaluation.comparison import compare_models
     from .evaluation.report import comparison_table, write_comparison_report
 
-    conditions = [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
     results = compare_models(
-        args.models, args.manifest, args.cache, conditions, lexicon=args.lexicon, device=args.device, max_clips=args.max_clips,
+        args.models, args.manifest, args.cache, requested_conditions(args), lexicon=args.lexicon, device=args.device, max_clips=args.max_clips,
         progress=not args.json,
     )
     if args.json:
@@ -212,8 +216,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
         spot_threshold = calibration.spot_threshold
-        conditions = [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
-        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False, conditions=conditions)
+        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False,
+                                           conditions=requested_conditions(args))
         calibration.spot_threshold = spot_threshold
         print(f"temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
               f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips: "

@@ -77,8 +77,6 @@ def parse_condition(text: str | float | None) -> float | str | None:
     ("10", 10) or a telephone codec name."""
     if text is None or text == "clean":
         return None
-    if isinstance(text, (int, float)):
-        return float(text)
     try:
         return float(text)
     except ValueError:
