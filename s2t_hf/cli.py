@@ -208,10 +208,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     recogniser = load_recogniser(args)
-    if args.sentences is not None and recogniser.is_seq2seq:
-        print(f"s2t-hf calibrate: error: --sentences fits the spotting threshold, and {args.model} is an encoder-decoder, which "
-              "cannot spot; train a CTC model for sentences (recipes/spotting.json)", file=sys.stderr)
-        return 2
+    if args.sentences is not None:
+        from .inference.spotting import spotter_for
+
+        try:
+            spotter_for(recogniser)
+        except ValueError as error:
+            print(f"s2t-hf calibrate: error: --sentences fits the spotting threshold, and {error}", file=sys.stderr)
+            return 2
     calibration = recogniser.calibration  # what is saved already: kept where this call fits nothing new
     if args.manifest is not None:
         rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
@@ -233,7 +237,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"s2t-hf calibrate: error: {args.sentences}: {error}{saved}", file=sys.stderr)
             return 2
         calibration.spot_threshold = fitted["threshold"]
-        print(f"spot threshold {fitted['threshold']:.3f} per letter: F1 {fitted['f1']:.3f} (precision {fitted['precision']:.3f}, "
+        print(f"spot threshold {fitted['threshold']:.3f} (per letter, CTC; per token, Whisper): F1 {fitted['f1']:.3f} "
+              f"(precision {fitted['precision']:.3f}, "
               f"recall {fitted['recall']:.3f}) on {len(sentences)} sentences")
     print(f"wrote {calibration.save(args.model)}")
     return 0
@@ -355,11 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(a manifest-sentences-validation.tsv); CTC models")
 
     spotting = commands.add_parser("spot", help="find drug names anywhere in recordings (sentences, dictation), with their times")
-    spotting.add_argument("model", help="a CTC model folder (the conformer, wav2vec 2.0, HuBERT, XLSR, Whisper-CTC) or a Hub id")
+    spotting.add_argument("model", help="a Whisper model fine-tuned on sentences (recipes/whisper-spotting.json), a CTC model folder "
+                                         "(the conformer, wav2vec 2.0, HuBERT, XLSR, Whisper-CTC) or a Hub id")
     spotting.add_argument("audio", nargs="+", help="recordings of any length (wav, flac, ogg, mp3)")
     spotting.add_argument("--lexicon", default=None, help="names to find (default: the model's own lexicon.txt)")
     spotting.add_argument("--threshold", type=float, default=None,
-                          help="per-letter score against filler a name needs (<= 0; lower finds more, with more false alarms)")
+                          help="score a name needs, per letter against filler (CTC) or per token against the model's own words there "
+                               "(Whisper); <= 0, lower finds more, with more false alarms")
     spotting.add_argument("--top-k", type=int, default=5, help="ranked names listed for each name found (default 5)")
     spotting.add_argument("--candidates", default=None, metavar="FILE|NAMES", help="find only these names (file or comma-separated)")
     spotting.add_argument("--prior", default=None, metavar="FILE", help="re-weight names: lines name<TAB>weight")

@@ -283,3 +283,15 @@ def test_spot_finds_names_in_a_recording_longer_than_recognize_allows_and_refuse
     silent = client.post("/v1/spot", files={"audio": ("silent.wav", wav_bytes(np.zeros(16000, dtype=np.float32)), "audio/wav")})
     assert silent.status_code == 422 and silent.json()["reason"] == "silent"
     assert client.post("/v1/spot", files={"audio": ("a.wav", b"", "audio/wav")}).status_code == 422
+
+
+def test_spot_with_a_model_that_cannot_spot_says_why(tmp_path, clips):
+    from s2t_hf.text.lexicon import build_lexicon
+
+    from .families import speech2text_small
+
+    speech2text = S2T.from_pretrained(speech2text_small(tmp_path / "s2t"), lexicon=build_lexicon(["metformin", "warfarin"]))
+    with TestClient(create_app(speech2text, ServeSettings(), warm_up=False)) as client:
+        response = client.post("/v1/spot", files={"audio": ("a.wav", clips[0].read_bytes(), "audio/wav")})
+    assert response.status_code == 501 and response.json()["reason"] == "cannot-spot"
+    assert "spotting needs Whisper" in response.json()["error"]

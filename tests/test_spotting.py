@@ -124,11 +124,17 @@ def test_s2t_spot_cuts_a_long_recording_into_windows_and_reports_times_within_it
     assert none.names == []
 
 
-def test_spotting_with_an_encoder_decoder_names_what_to_use(tmp_path, lexicon):
-    from .families import whisper_tiny_en
+def test_spotting_with_a_model_that_cannot_names_what_to_use(tmp_path, lexicon):
+    from .families import speech2text_small, whisper_tiny_en
 
-    whisper = S2T.from_pretrained(whisper_tiny_en(tmp_path / "tiny"), lexicon=lexicon)
-    with pytest.raises(ValueError, match="spotting needs a CTC model"):
+    speech2text = S2T.from_pretrained(speech2text_small(tmp_path / "s2t"), lexicon=lexicon)
+    with pytest.raises(ValueError, match="spotting needs Whisper .* or a CTC model"):
+        speech2text.spot((np.zeros(16000, dtype=np.float32) + 0.01, 16000))
+    whisper = S2T.from_pretrained(whisper_tiny_en(tmp_path / "tiny"), lexicon=lexicon)  # random weights, tiny.en's alignment heads
+    assert whisper.spot((np.random.default_rng(0).normal(size=16000).astype(np.float32) * 0.1, 16000)).duration == 1.0
+    whisper.model.generation_config.alignment_heads = None
+    whisper._spotter = None
+    with pytest.raises(ValueError, match="alignment_heads"):
         whisper.spot((np.zeros(16000, dtype=np.float32) + 0.01, 16000))
 
 

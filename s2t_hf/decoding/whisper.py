@@ -112,47 +112,34 @@ class TokenTree:
     def __init__(self, sequences: list[tuple[int, ...]]):
         if not sequences or any(len(ids) == 0 for ids in sequences):
             raise ValueError("every sequence needs at least one token")
-        trie: dict = {}
-        for ids in sequences:
-            branch = trie
-            for token in ids:
-                branch = branch.setdefault(token, {})
-        parents, tokens, depths, ends = [0], [-1], [0], [0]
-        child_lists: list[list[int]] = [[]]
-        node_of: dict[tuple[int, ...], int] = {(): 0}
-        stack = [(0, (), trie, iter(sorted(trie)))]  # (node, prefix, branch, remaining children)
-        while stack:
-            node, prefix, branch, remaining = stack[-1]
-            token = next(remaining, None)
-            if token is None:
-                ends[node] = len(parents)
-                stack.pop()
-                continue
-            child, path = len(parents), prefix + (token,)
-            parents.append(node)
-            tokens.append(token)
-            depths.append(len(path))
-            ends.append(0)
-            child_lists.append([])
-            child_lists[node].append(child)
-            node_of[path] = child
-            stack.append((child, path, branch[token], iter(sorted(branch[token]))))
-        self.parents = torch.tensor(parents)
-        self.tokens = torch.tensor(tokens).clamp(min=0)  # the root's -1 is never read as a token
-        self.depth = torch.tensor(depths)
-        self.subtree_end = torch.tensor(ends)
-        self.child_count = torch.tensor([len(children) for children in child_lists])
+        # the nodes are the distinct prefixes; sorted as tuples, a prefix comes before its
+        # extensions and siblings by token: the depth-first preorder, without a walk in Python
+        prefixes = sorted({tuple(ids[:depth]) for ids in sequences for depth in range(len(ids) + 1)})
+        node_of = {prefix: node for node, prefix in enumerate(prefixes)}
+        self.parents = torch.tensor([0] + [node_of[prefix[:-1]] for prefix in prefixes[1:]])
+        self.tokens = torch.tensor([0] + [prefix[-1] for prefix in prefixes[1:]])  # the root's is never read
+        self.depth = torch.tensor([len(prefix) for prefix in prefixes])
+        nodes = len(prefixes)
+        self.child_count = torch.bincount(self.parents[1:], minlength=nodes)
         self.child_start = torch.cumsum(self.child_count, 0) - self.child_count
-        self.children = torch.tensor([child for children in child_lists for child in children], dtype=torch.long)
+        self.children = torch.argsort(self.parents[1:], stable=True) + 1  # each parent's children in order
         self.internal = self.child_count > 0
         self.internal_before = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.internal.long(), 0)])  # internal nodes in 0 .. n-1
         self.leaf_of_sequence = torch.tensor([node_of[tuple(ids)] for ids in sequences])
         # paths[n, i]: the ancestor of n at depth i + 1 (n itself at depth[n] - 1), 0 past the end
-        longest = max(depths)
-        path_of: list[list[int]] = [[]]
-        for node in range(1, len(parents)):
-            path_of.append(path_of[parents[node]] + [node])
-        self.paths = torch.tensor([path + [0] * (longest - len(path)) for path in path_of], dtype=torch.long).reshape(len(parents), longest)
+        longest = int(self.depth.max())
+        self.paths = torch.zeros(nodes, longest, dtype=torch.long)
+        ancestor, everyone = torch.arange(nodes), torch.arange(nodes)
+        for _ in range(longest):  # walk every node up one level at a time
+            inside = ancestor > 0
+            self.paths[everyone[inside], self.depth[ancestor[inside]] - 1] = ancestor[inside]
+            ancestor = self.parents[ancestor]
+        # a subtree is contiguous in preorder: node n's is n .. n + its size - 1, and a node lies
+        # in the subtree of each node on its path
+        on_paths = self.paths.flatten()
+        sizes = torch.bincount(on_paths[on_paths > 0], minlength=nodes)
+        sizes[0] = nodes
+        self.subtree_end = torch.arange(nodes) + sizes
 
     def __len__(self) -> int:
         return len(self.parents)
@@ -194,11 +181,14 @@ def _cross_keys_values(decoder: torch.nn.Module, encoder_states: torch.Tensor) -
     return result
 
 
-def _cross_attention(layer: torch.nn.Module, states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _cross_attention(
+    layer: torch.nn.Module, states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, weights_out: list | None = None
+) -> torch.Tensor:
     """The cross-attention block's output (before the residual) for rows (..., d_model) of one
     clip, keys and values (heads, frames, head_dim): one batched product per head over all rows.
     With keys and values (rows, heads, frames, head_dim), each row (rows, ..., d_model) attends
-    to its own clip's."""
+    to its own clip's. `weights_out`, a list, gets the attention weights appended (one clip's
+    keys: (heads, rows, frames))."""
     attention = layer.encoder_attn
     hidden = layer.encoder_attn_layer_norm(states)
     shape = hidden.shape[:-1]
@@ -209,6 +199,8 @@ def _cross_attention(layer: torch.nn.Module, states: torch.Tensor, keys: torch.T
         return attention.out_proj(torch.einsum("rhqf,rhfe->rqhe", weights, values).reshape(*shape, -1))
     queries = queries.reshape(-1, attention.num_heads, attention.head_dim)
     weights = torch.matmul(queries.transpose(0, 1), keys.transpose(1, 2)).softmax(-1)  # (heads, rows, frames)
+    if weights_out is not None:
+        weights_out.append(weights)
     output = torch.matmul(weights, values).transpose(0, 1).reshape(*shape, -1)
     return attention.out_proj(output)
 
@@ -218,13 +210,15 @@ def _feed_forward(layer: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
 
 
 def decoder_states(
-    decoder: torch.nn.Module, ids: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]]
+    decoder: torch.nn.Module, ids: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]], cross_weights: list | None = None
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Whisper's decoder on whole sequences (rows, length) of one clip (or, given cross keys and
     values (rows, heads, frames, head_dim), each row of its own clip), causal, from position 0:
     the final states (rows, length, d_model) after the last layer norm, and each layer's
     self-attention keys and values (rows, length, heads, head_dim). Rows padded on the right
-    need no mask: a position never attends to later ones."""
+    need no mask: a position never attends to later ones. `cross_weights`, a list, gets each
+    layer's cross-attention weights (one clip's keys: (heads, rows x length, frames)), what
+    word timing reads (`whisper_spotting.token_times`)."""
     rows, length = ids.shape
     states = decoder.embed_tokens(ids) + decoder.embed_positions.weight[:length]
     causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
@@ -238,7 +232,7 @@ def decoder_states(
         scores = torch.matmul(queries.transpose(1, 2), keys.permute(0, 2, 3, 1)).masked_fill(~causal, -float("inf"))
         output = torch.matmul(scores.softmax(-1), values.transpose(1, 2)).transpose(1, 2).reshape(rows, length, -1)
         states = states + attention.out_proj(output)
-        states = states + _cross_attention(layer, states, cross_keys, cross_values)
+        states = states + _cross_attention(layer, states, cross_keys, cross_values, cross_weights)
         states = states + _feed_forward(layer, states)
     return decoder.layer_norm(states), keys_values
 
@@ -453,7 +447,10 @@ class WhisperRanker:
     costs most of the search (see `encoder_decoder_ranker`). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
     many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
     on a clip's work, nodes expanded plus nodes projected (None: none). `path_cache=False` recomputes each node's
-    path instead of reading its ancestors' cached keys and values. After `scores`,
+    path instead of reading its ancestors' cached keys and values. `complete_sequences`: each
+    name's token sequences after the prompt, as scored (instead of `spellings` + <|endoftext|>;
+    spotting ranks names in place, each followed by the next words of a sentence:
+    `whisper_spotting`); `token_sequences` holds the spellings' ids otherwise. After `scores`,
     `last_stats` holds a dict per clip: nodes expanded (run through the decoder; the root, the
     prompt, counts one), projections (onto the whole vocabulary), how many of those came in a
     later round than the expansion, rounds, names scored, and whether the result is proven
@@ -475,6 +472,7 @@ class WhisperRanker:
         max_expansions: int | None = None,
         lookahead: int = 16,
         path_cache: bool = True,
+        complete_sequences: list[list[tuple[int, ...]]] | None = None,
     ):
         if not prompt_ids:
             raise ValueError("Whisper needs a decoder prompt: at least <|startoftranscript|>")
@@ -496,12 +494,19 @@ class WhisperRanker:
         self.lookahead = lookahead
         self.path_cache = path_cache
         spell = SPELLINGS[spellings] if isinstance(spellings, str) else spellings
+        if complete_sequences is None:
+            self.token_sequences = [[tuple(self.encode(text)) for text in spell(entry)] for entry in lexicon]
+            complete_sequences = [[ids + (self.end_id,) for ids in spelled] for spelled in self.token_sequences]
+        elif len(complete_sequences) != len(lexicon):
+            raise ValueError(f"complete_sequences has {len(complete_sequences)} entries for {len(lexicon)} names: a list per name")
+        else:
+            self.token_sequences = None
         sequence_of: dict[tuple[int, ...], int] = {}
         name_sequences: list[list[int]] = []
-        for entry in lexicon:
+        for entry, spelled in zip(lexicon, complete_sequences):
             rows = []
-            for text in spell(entry):
-                row = sequence_of.setdefault(tuple(self.encode(text)) + (self.end_id,), len(sequence_of))
+            for ids in spelled:
+                row = sequence_of.setdefault(tuple(ids), len(sequence_of))
                 if row not in rows:  # two spellings that tokenise alike count once
                     rows.append(row)
             if not rows:
@@ -565,19 +570,25 @@ class WhisperRanker:
         if not frames:
             return torch.empty(0, len(self.prompt_ids), dtype=torch.long), torch.empty(0, len(self.lexicon)), torch.empty(0)
         prompted = Prompted(decoder, frames, self.prompt_ids)
-        generation = getattr(model, "generation_config", None)
-        # text tokens: `max_new_tokens` (None or 0: no limit) and what the decoder's positions leave after
-        # the prompt and an <|endoftext|> (the limit `generated_scores` cuts at)
-        text = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids) - 1
-        tokens, own = greedy_decode(
-            decoder, projection, prompted, self.end_id, min(text, max_new_tokens or text) + 1,
-            getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None),
-        )
+        tokens, own = self.greedy(model, prompted, max_new_tokens)
         generated = torch.full((len(frames), len(self.prompt_ids) + max(map(len, tokens))), -100, dtype=torch.long,
                                device=encoder_hidden.device)  # where generate's ids were: the trainer gathers them across processes
         for row, ids in enumerate(tokens):
             generated[row, : len(self.prompt_ids) + len(ids)] = torch.tensor(self.prompt_ids + ids, device=generated.device)
         return generated, self._searched_scores(decoder, projection, frames, prompted, top_k), own.float()
+
+    def greedy(self, model, prompted: Prompted, max_new_tokens: int | None = None) -> tuple[list[list[int]], torch.Tensor]:
+        """Each prompted clip's greedy transcript (ids ending with <|endoftext|>) and its
+        log-probability, as `generate` decodes it with the model's generation config."""
+        decoder, projection = _parts(model)
+        generation = getattr(model, "generation_config", None)
+        # text tokens: `max_new_tokens` (None or 0: no limit) and what the decoder's positions leave after
+        # the prompt and an <|endoftext|> (the limit `generated_scores` cuts at)
+        text = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids) - 1
+        return greedy_decode(
+            decoder, projection, prompted, self.end_id, min(text, max_new_tokens or text) + 1,
+            getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None),
+        )
 
     def _searched_scores(
         self, decoder, projection, frames: list[torch.Tensor], prompted: Prompted | None, top_k: int | None

@@ -35,7 +35,8 @@ class Calibration:
     temperature: float = 1.0
     ambiguity_margin: float = 0.0  # ambiguous when p(best) - p(second) is below this
     out_of_lexicon_gap: float | None = None  # not in lexicon when transcript score - best score exceeds this
-    spot_threshold: float | None = None  # `S2T.spot`'s default per-letter threshold, fitted on sentences (`s2t-hf calibrate --sentences`)
+    # `S2T.spot`'s default threshold (per letter, CTC; per token, Whisper), fitted on sentences (`s2t-hf calibrate --sentences`)
+    spot_threshold: float | None = None
     fitted_on: str = "not fitted"
     clips: int = 0
 

@@ -200,9 +200,11 @@ class S2T:
         prior: dict[str, float] | None = None, window_seconds: float = 20.0, overlap_seconds: float = 4.0,
     ):
         """Every lexicon name said anywhere in a recording (any length), with start and end
-        seconds, its per-letter score against filler, and its calibrated ranking on its span
-        (probability, runner-up names, ambiguous, sound-alike partners): an
-        `inference.spotting.Spotting`. CTC models only. `threshold` (per letter, <= 0; default
+        seconds, its score (CTC: per letter against filler; Whisper: per token against the
+        model's own words there), and its calibrated ranking on its span (probability, runner-up
+        names, ambiguous, sound-alike partners): an `inference.spotting.Spotting`. CTC models,
+        and Whisper models that name alignment heads (fine-tuned on sentences:
+        recipes/whisper-spotting.json). `threshold` (<= 0; default
         the `spot_threshold` fitted into calibration.json, else `inference.spotting.DEFAULT_THRESHOLD`)
         trades misses for false alarms; `candidates` and
         `prior` act as in `recognize` (the prior on the ranking of each span found)."""

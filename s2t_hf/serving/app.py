@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from .. import __version__
 from ..audio.reading import SAMPLING_RATE, AudioError, read_usable_audio
 from ..inference.recognizer import S2T
+from ..inference.spotting import spotter_for
 from .batching import DynamicBatcher, QueueFull
 
 logger = logging.getLogger("s2t_hf.serving")
@@ -167,12 +168,15 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
     async def spot(
         audio: Annotated[UploadFile, File(description="a recording of any length up to the limit: wav, flac, ogg or mp3")],
         top_k: Annotated[int, Query(ge=1, le=settings.max_top_k, description="ranked names listed for each name found")] = 5,
-        threshold: Annotated[float | None, Query(le=0, description="per-letter score a name needs (default: the model's)")] = None,
+        threshold: Annotated[
+            float | None, Query(le=0, description="score a name needs, per letter (CTC) or per token (Whisper) (default: the model's)")
+        ] = None,
     ):
         """Every lexicon name said anywhere in the recording, with its times: the JSON of `s2t-hf spot --json`."""
-        if recogniser.is_seq2seq:
-            return error_response(501, "cannot-spot", f"{recogniser.source} is an encoder-decoder: spotting needs a CTC model "
-                                  "(see `s2t-hf spot --help`)")
+        try:
+            spotter_for(recogniser)
+        except ValueError as error:
+            return error_response(501, "cannot-spot", str(error))
         name, clip = await read_upload(audio, settings.max_spot_seconds)
         if isinstance(clip, JSONResponse):
             return clip

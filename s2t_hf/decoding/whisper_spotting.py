@@ -1,0 +1,246 @@
+"""Finding lexicon names inside a sentence with Whisper: candidate spans of its transcript,
+every name rescored exactly in place, times from its cross-attention.
+
+CTC models spot with a filler arc around the lexicon graph (`decoding.spotting`). Whisper, an
+encoder-decoder, has no output frames to align a name to; for one window of audio instead:
+
+1. The model writes its greedy transcript (a model fine-tuned on sentences,
+   recipes/whisper-spotting.json, writes the names it hears in their lexicon spelling).
+2. Candidate spans: runs of 1 to `max_words` of its words that resemble some lexicon name
+   (rapidfuzz ratio at least `fuzzy_cutoff`; of overlapping runs the most alike): where a name
+   may have been said, heard right or misheard. Most carrier words resemble none and cost
+   nothing more (`FUZZY_CUTOFF`: measured on the validation voices' sentences).
+3. Every lexicon name is scored in place at each candidate span, exactly: log P(the transcript
+   with the span's words replaced by the name | audio), the words before the span given as
+   the decoder prompt and the words after it following every name, so a name's score includes
+   how well the rest of the sentence follows it. One pruned search over the lexicon's prefix
+   tree per span (`WhisperRanker` with `complete_sequences`: name + rest of the sentence), in which
+   the span's own words are one more entry, scored alike. `spot_score` is the best name's score
+   less the span's own words', per token of the name, at most 0 (0: the model's own reading is
+   the name), on the scale of CTC spotting's per-letter ratio; names more than `max_gap` nats
+   below the best entry are not ranked (a span none of whose names comes that close is no
+   detection).
+4. Times: OpenAI's word timing from the cross-attention of the alignment heads its generation
+   config names (`alignment_heads`): each head's weights normalised over the tokens,
+   median-filtered over frames, averaged, and aligned to the frames by dynamic time warping;
+   a span starts where its first token's row starts and ends where the next token's does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rapidfuzz import fuzz, process
+from scipy.ndimage import median_filter
+
+from ..text.lexicon import DrugName
+from .whisper import MAX_POSITIONS, Prompted, WhisperRanker, _cross_keys_values, _parts, decoder_states
+
+FUZZY_CUTOFF = 60.0  # rapidfuzz ratio (0-100) with some lexicon name that makes a run of words a candidate span
+MAX_SPAN_WORDS = 3  # words a candidate span joins (names of more words are matched on their first three)
+CONTEXT_WORDS = None  # words after a span that its in-place scores include (None: the rest of the transcript)
+IN_PLACE_GAP = 12.0  # nats below the best entry within which names are ranked in place
+MEDIAN_WIDTH = 7  # frames of the median filter over the alignment heads' weights (OpenAI's)
+SECONDS_PER_FRAME = 0.02  # Whisper's encoder: 50 frames a second
+TOKENS_PER_SECOND = 15  # the most a window's transcript holds: Whisper's 448 decoder positions per 30 s
+HEARD = "<heard>"  # the span's own words, ranked beside the names
+
+
+@dataclass
+class InPlaceSpan:
+    """A candidate span of one window's transcript: text tokens [first, end), its seconds from
+    the window's start, every name's in-place score (names,) (-inf: not ranked), the span's own
+    words' score on the same scale, and `spot_score` (see the module docstring)."""
+
+    first: int
+    end: int
+    heard: str
+    start: float
+    stop: float
+    scores: torch.Tensor
+    heard_score: float
+    spot_score: float
+
+
+def word_bounds(tokenizer, tokens: list[int]) -> list[tuple[int, int]]:
+    """[first, end) token indices of each word of a transcript: a word starts at a token whose
+    text starts with a space (Whisper's byte-level BPE puts the space before the word)."""
+    starts = [index for index, token in enumerate(tokens) if index == 0 or tokenizer.decode([token]).startswith(" ")]
+    return list(zip(starts, [*starts[1:], len(tokens)]))
+
+
+def plain_words(text: str) -> str:
+    """Lower case, letters, digits, spaces and hyphens only: what a span is compared by."""
+    return " ".join(re.sub(r"[^a-z0-9\- ]", " ", text.lower()).split())
+
+
+def candidate_spans(
+    tokenizer, tokens: list[int], labels: list[str], max_words: int = MAX_SPAN_WORDS, cutoff: float = FUZZY_CUTOFF
+) -> list[tuple[int, int, str]]:
+    """(first, end, text) of the runs of 1 to `max_words` words of the transcript `tokens` that
+    resemble a lexicon label (rapidfuzz ratio >= `cutoff`), in order. Of overlapping runs the
+    most alike is kept (on a tie, the one of fewer words): 'metformin' rather than 'metformin
+    twice', 'met for min' rather than 'met'."""
+    words = word_bounds(tokenizer, tokens)
+    matches = []
+    for first_word in range(len(words)):
+        for last_word in range(first_word, min(len(words), first_word + max_words)):
+            first, end = words[first_word][0], words[last_word][1]
+            text = plain_words(tokenizer.decode(tokens[first:end]))
+            match = process.extractOne(text, labels, scorer=fuzz.ratio, score_cutoff=cutoff) if text else None
+            if match is not None:
+                matches.append((-match[1], last_word - first_word, first, end, text))
+    kept: list[tuple[int, int, str]] = []
+    for _, _, first, end, text in sorted(matches):
+        if all(end <= other_first or other_end <= first for other_first, other_end, _ in kept):
+            kept.append((first, end, text))
+    return sorted(kept)
+
+
+def cut_repetition(tokens: list[int], longest: int = 8, times: int = 3) -> list[int]:
+    """The transcript up to where it starts repeating itself: at the first run of 1 to `longest`
+    tokens said `times` times in a row, only its first saying is kept ('stop phenazopyridine
+    phenazopyridine phenazopyridine ...' -> 'stop phenazopyridine'). Greedy decoding loops
+    like this where a window holds more speech than the model was trained on, or starts inside
+    a word; every repeat would otherwise be a candidate span of its own."""
+    for start in range(len(tokens)):
+        for size in range(1, longest + 1):
+            run = tokens[start : start + size]
+            repeats = [tokens[start + size * k : start + size * (k + 1)] for k in range(1, times)]
+            if len(tokens) >= start + size * times and all(repeat == run for repeat in repeats):
+                return tokens[: start + size]
+    return tokens
+
+
+def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cheapest monotonic path through a (rows, columns) cost matrix from the first cell to
+    the last (steps: down, right, or both), as (row, column) index arrays. Written out (a few
+    lines, as OpenAI's word timing does) rather than pulling in librosa and numba for it."""
+    rows, columns = cost.shape
+    total = np.full((rows + 1, columns + 1), np.inf)
+    total[0, 0] = 0.0
+    step = np.zeros((rows + 1, columns + 1), dtype=np.int8)
+    for column in range(1, columns + 1):
+        for row in range(1, rows + 1):
+            choices = (total[row - 1, column - 1], total[row - 1, column], total[row, column - 1])
+            best = int(np.argmin(choices))
+            total[row, column] = cost[row - 1, column - 1] + choices[best]
+            step[row, column] = best
+    row, column, path = rows, columns, []
+    while row > 0 and column > 0:
+        path.append((row - 1, column - 1))
+        move = step[row, column]
+        row, column = (row - 1, column - 1) if move == 0 else (row - 1, column) if move == 1 else (row, column - 1)
+    path.reverse()
+    indices = np.array(path)
+    return indices[:, 0], indices[:, 1]
+
+
+@torch.no_grad()
+def token_times(
+    model, encoder_hidden: torch.Tensor, prompt_ids: list[int], tokens: list[int], end_id: int, audio_frames: int,
+    alignment_heads: list[tuple[int, int]],
+) -> np.ndarray:
+    """Seconds from the window's start at which each text token begins, and (last) where
+    <|endoftext|> does: (len(tokens) + 1,). `encoder_hidden` (frames, d_model) is one clip's;
+    `audio_frames`: the encoder frames that hold audio (the rest of the window is padding)."""
+    decoder, _ = _parts(model)
+    weights: list[torch.Tensor] = []
+    ids = torch.tensor([prompt_ids + tokens + [end_id]], device=encoder_hidden.device)
+    decoder_states(decoder, ids, _cross_keys_values(decoder, encoder_hidden), weights)
+    audio_frames = max(1, min(audio_frames, encoder_hidden.shape[0]))
+    # the row predicting text token i is the prompt's last position + i; one more predicts <|endoftext|>
+    rows = slice(len(prompt_ids) - 1, len(prompt_ids) + len(tokens))
+    heads = torch.stack([weights[layer][head, rows, :audio_frames] for layer, head in alignment_heads]).float().cpu().numpy()
+    std, mean = heads.std(axis=1, keepdims=True), heads.mean(axis=1, keepdims=True)
+    heads = (heads - mean) / np.maximum(std, 1e-9)
+    heads = median_filter(heads, size=(1, 1, MEDIAN_WIDTH), mode="nearest")
+    token_rows, frames = dtw_path(-heads.mean(axis=0))
+    starts = np.zeros(len(tokens) + 1)
+    for row in range(len(tokens) + 1):  # the first frame the path spends on each row
+        starts[row] = frames[np.argmax(token_rows == row)] if (token_rows == row).any() else starts[row - 1]
+    return starts * SECONDS_PER_FRAME
+
+
+class WhisperSpotter:
+    """Spans of a Whisper model's transcript where lexicon names were said, each ranked in place
+    against the whole lexicon (see the module docstring). `ranker`: the model's `WhisperRanker`
+    (its lexicon, spellings and prompt)."""
+
+    def __init__(self, ranker: WhisperRanker, alignment_heads: list[tuple[int, int]] | None, fuzzy_cutoff: float = FUZZY_CUTOFF,
+                 max_words: int = MAX_SPAN_WORDS, max_gap: float = IN_PLACE_GAP, context_words: int | None = CONTEXT_WORDS):
+        if not alignment_heads:
+            raise ValueError("Whisper spotting times names by the alignment heads of the model's generation config "
+                             "(generation_config.alignment_heads); this model names none")
+        self.ranker = ranker
+        self.alignment_heads = [tuple(pair) for pair in alignment_heads]
+        self.labels = [plain_words(entry.label) for entry in ranker.lexicon]
+        self.fuzzy_cutoff = fuzzy_cutoff
+        self.max_words = max_words
+        self.max_gap = max_gap
+        self.context_words = context_words
+
+    @torch.no_grad()
+    def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[int]:
+        """One clip's greedy transcript, text tokens only. `encoder_hidden`: (frames, d_model). At
+        most `TOKENS_PER_SECOND` tokens a second of the window (Whisper's own 448 per 30 s): a
+        transcript that loops on itself is cut there."""
+        decoder, _ = _parts(model)
+        window_tokens = max(1, round(encoder_hidden.shape[0] * SECONDS_PER_FRAME * TOKENS_PER_SECOND))
+        limit = min(window_tokens, max_new_tokens or window_tokens)
+        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids), limit)
+        return cut_repetition([token for token in tokens[0] if token != self.ranker.end_id])
+
+    @torch.no_grad()
+    def in_place(
+        self, model, encoder_hidden: torch.Tensor, tokens: list[int], first: int, end: int, top_k: int = 5
+    ) -> tuple[torch.Tensor, float]:
+        """Every name's in-place score at tokens [first, end) of the transcript (names,), and the
+        span's own words' score: log P(prefix, entry, rest of the transcript, <|endoftext|> |
+        audio) less log P(prefix | audio), the same for every entry."""
+        suffix = tuple(tokens[end:]) + (self.ranker.end_id,)
+        if self.context_words is not None:  # the next words only (and <|endoftext|> if they end the text)
+            after = word_bounds(self.ranker.tokenizer, list(suffix[:-1]))
+            if self.context_words < len(after):
+                suffix = suffix[: after[self.context_words][0]]
+        longest = max(len(spelling) for spellings in self.ranker.token_sequences for spelling in spellings)
+        room = MAX_POSITIONS - len(self.ranker.prompt_ids) - first - max(longest, end - first)
+        suffix = suffix[: max(0, room)]  # a transcript near Whisper's 448 positions: the words after the span that fit
+        sequences = [[tuple(spelling) + suffix for spelling in spellings] for spellings in self.ranker.token_sequences]
+        sequences.append([tuple(tokens[first:end]) + suffix])
+        in_place = WhisperRanker(
+            [*self.ranker.lexicon, DrugName(HEARD, HEARD)], self.ranker.tokenizer, self.ranker.prompt_ids + list(tokens[:first]),
+            prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap, complete_sequences=sequences,
+        )
+        scores = in_place.scores(model, encoder_hidden[None])[0]
+        return scores[:-1], float(scores[-1])
+
+    @torch.no_grad()
+    def spot(self, model, encoder_hidden: torch.Tensor, audio_frames: int, top_k: int = 5,
+             max_new_tokens: int | None = None) -> tuple[list[int], list[InPlaceSpan]]:
+        """One window (`encoder_hidden` (frames, d_model); `audio_frames` of them hold audio):
+        its transcript's text tokens and every candidate span, ranked in place, best
+        `spot_score` first, overlapping spans dropped after the first."""
+        tokens = self.transcribe(model, encoder_hidden, max_new_tokens)
+        candidates = candidate_spans(self.ranker.tokenizer, tokens, self.labels, self.max_words, self.fuzzy_cutoff)
+        if not candidates:
+            return tokens, []
+        times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames, self.alignment_heads)
+        spans = []
+        for first, end, text in candidates:
+            scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k)
+            best = int(scores.argmax())
+            if not torch.isfinite(scores[best]):
+                continue  # no name within max_gap of the span's own words
+            name_tokens = min(len(spelling) for spelling in self.ranker.token_sequences[best])
+            ratio = min(0.0, (float(scores[best]) - heard_score) / name_tokens) if np.isfinite(heard_score) else 0.0
+            spans.append(InPlaceSpan(first, end, text, float(times[first]), float(times[end]), scores, heard_score, ratio))
+        spans.sort(key=lambda span: -span.spot_score)
+        kept: list[InPlaceSpan] = []
+        for span in spans:
+            if all(span.end <= other.first or other.end <= span.first for other in kept):
+                kept.append(span)
+        return tokens, sorted(kept, key=lambda span: span.first)

@@ -1,0 +1,209 @@
+"""Whisper spotting (s2t_hf/decoding/whisper_spotting.py): candidate spans of the transcript,
+names ranked in place exactly (the whole sentence with the name in it, teacher-forced), the
+word-timing alignment, and the packaged tiny.en finding a name inside a synthesised sentence
+at the time it was said."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from s2t_hf.decoding.whisper import WhisperRanker
+from s2t_hf.decoding.whisper_spotting import WhisperSpotter, candidate_spans, cut_repetition, dtw_path, word_bounds
+from s2t_hf.text.lexicon import build_lexicon
+from tests.test_whisper_ranking import NAMES, build_tokenizer, prompt_of, steered, tiny_whisper
+
+HEADS = [(0, 0), (1, 1)]  # any heads: a random model's times are not tested, only their shape
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny_whisper(tokenizer, sharpness=3.0)
+
+
+@pytest.fixture(scope="module")
+def ranker(tokenizer):
+    return WhisperRanker(build_lexicon(NAMES), tokenizer, prompt_of(tokenizer), spellings="label")
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_dtw_path_is_the_cheapest_monotonic_path():
+    rng = np.random.default_rng(0)
+    for rows, columns in [(1, 4), (3, 3), (3, 5), (4, 6)]:
+        cost = rng.normal(size=(rows, columns))
+        path_rows, path_columns = dtw_path(cost)
+        assert (path_rows[0], path_columns[0]) == (0, 0) and (path_rows[-1], path_columns[-1]) == (rows - 1, columns - 1)
+        steps = set(zip(np.diff(path_rows).tolist(), np.diff(path_columns).tolist()))
+        assert steps <= {(1, 1), (1, 0), (0, 1)}
+
+        def cheapest(row, column):  # brute force over every monotonic path to (row, column)
+            if (row, column) == (0, 0):
+                return cost[0, 0]
+            previous = [(row - a, column - b) for a, b in [(1, 1), (1, 0), (0, 1)] if row - a >= 0 and column - b >= 0]
+            return cost[row, column] + min(cheapest(*cell) for cell in previous)
+
+        assert cost[path_rows, path_columns].sum() == pytest.approx(cheapest(rows - 1, columns - 1))
+
+
+def test_words_and_candidate_spans(tokenizer):
+    tokens = encode(tokenizer, " the patient takes metformin twice")
+    words = word_bounds(tokenizer, tokens)
+    assert [tokenizer.decode(tokens[first:end]) for first, end in words] == [" the", " patient", " takes", " metformin", " twice"]
+    labels = [entry.label for entry in build_lexicon(NAMES)]
+    spans = candidate_spans(tokenizer, tokens, labels, max_words=1)
+    assert [text for _, _, text in spans] == ["metformin"]
+    first, end, _ = spans[0]
+    assert (first, end) == words[3]
+    # a misheard name spread over words is a candidate when joined
+    misheard = encode(tokenizer, " take met for min now")
+    joined = [text for _, _, text in candidate_spans(tokenizer, misheard, labels, max_words=3)]
+    assert joined == ["met for min"]
+
+
+def test_in_place_scores_are_the_whole_sentence_teacher_forced(model, tokenizer, ranker):
+    """Each ranked name's score is log P(prefix, name, rest, <|endoftext|>) - log P(prefix) by
+    plain teacher forcing; the span's own words are scored alike; every name the search left
+    out is more than its gap below the best entry."""
+    hidden = steered(model, tokenizer, [" the patient takes metformin tablet"])[0]
+    tokens = encode(tokenizer, " the patient takes metformin tablet")
+    first, end = word_bounds(tokenizer, tokens)[3]
+    spotter = WhisperSpotter(ranker, HEADS, max_gap=6.0)
+    scores, heard = spotter.in_place(model, hidden, tokens, first, end)
+    end_id = ranker.end_id
+    prefix, suffix = tokens[:first], tokens[end:]
+    teacher = ranker.sequence_scores(model, hidden[None], None, [prefix])[0]
+
+    def sentence(middle: list[int]) -> float:
+        return float(ranker.sequence_scores(model, hidden[None], None, [prefix + middle + suffix + [end_id]])[0] - teacher)
+
+    expected = torch.tensor([sentence(list(spellings[0])) for spellings in ranker.token_sequences])
+    assert heard == pytest.approx(sentence(tokens[first:end]), abs=1e-3)
+    ranked = torch.isfinite(scores)
+    assert ranked.sum() >= 2
+    torch.testing.assert_close(scores[ranked], expected[ranked], atol=1e-3, rtol=0)
+    best = max(float(expected.max()), heard)
+    assert (expected[~ranked] < best - 6.0 + 1e-3).all()
+    assert NAMES[int(scores.argmax())] == NAMES[int(expected.argmax())] == "metformin"
+    # with one word of context: the sentence up to the end of the next word, not ended
+    shorter = WhisperSpotter(ranker, HEADS, max_gap=6.0, context_words=1)
+    scores, heard = shorter.in_place(model, hidden, tokens[:end] + encode(tokenizer, " tablet tablet"), first, end)
+    expected = torch.tensor([float(ranker.sequence_scores(model, hidden[None], None, [prefix + list(spellings[0]) + suffix])[0] - teacher)
+                             for spellings in ranker.token_sequences])
+    ranked = torch.isfinite(scores)
+    torch.testing.assert_close(scores[ranked], expected[ranked], atol=1e-3, rtol=0)
+
+
+def spot_transcript(spotter, model, tokenizer, clip, text: str, monkeypatch):
+    """`spotter.spot` on a clip steered towards `text`, with `text` as the transcript (a tiny random
+    model cannot be steered to write 20-odd byte tokens greedily; the packaged tiny.en test below
+    covers the greedy transcript)."""
+    tokens = encode(tokenizer, text)
+    monkeypatch.setattr(spotter, "transcribe", lambda *args, **kwargs: tokens)
+    return spotter.spot(model, clip, audio_frames=20)
+
+
+def test_a_name_in_the_middle_is_found_and_drug_free_words_are_not(model, tokenizer, ranker, monkeypatch):
+    spotter = WhisperSpotter(ranker, HEADS, fuzzy_cutoff=30.0)  # a low cutoff: carrier words become candidates too
+    with_name, drug_free = steered(model, tokenizer, [" the patient takes metformin tablet", " the patient takes a tablet"], steps=150)
+    tokens, spans = spot_transcript(spotter, model, tokenizer, with_name, " the patient takes metformin tablet", monkeypatch)
+    found = [span for span in spans if span.spot_score >= -1.0]
+    assert len(found) == 1 and NAMES[int(found[0].scores.argmax())] == "metformin" and found[0].heard == "metformin"
+    assert (found[0].first, found[0].end) == word_bounds(tokenizer, tokens)[3]
+    assert 0.0 <= found[0].start <= found[0].stop <= 20 * 0.02
+    tokens, spans = spot_transcript(spotter, model, tokenizer, drug_free, " the patient takes a tablet", monkeypatch)
+    assert spans and all(span.spot_score < -1.0 for span in spans)  # candidates, each far worse with a name in it
+
+
+def test_two_names_in_one_sentence_are_both_found(model, tokenizer, ranker, monkeypatch):
+    spotter = WhisperSpotter(ranker, HEADS)
+    clip = steered(model, tokenizer, [" stop warfarin take heparin"], steps=150)[0]
+    _, spans = spot_transcript(spotter, model, tokenizer, clip, " stop warfarin take heparin", monkeypatch)
+    assert [NAMES[int(span.scores.argmax())] for span in spans if span.spot_score >= -1.0] == ["warfarin", "heparin"]
+
+
+def test_a_looping_transcript_is_cut_after_its_first_saying():
+    assert cut_repetition([1, 2, 3, 7, 7, 7, 7, 7]) == [1, 2, 3, 7]
+    assert cut_repetition([1, 5, 6, 5, 6, 5, 6, 5]) == [1, 5, 6]  # a run of two tokens, three times
+    assert cut_repetition([1, 2, 2, 3, 4, 3, 4]) == [1, 2, 2, 3, 4, 3, 4]  # twice is speech ('ten ten'), not a loop
+    assert cut_repetition([]) == []
+
+
+def test_long_recordings_are_cut_at_pauses_without_overlap():
+    from s2t_hf.inference.spotting import pause_windows
+
+    rng = np.random.default_rng(0)
+    clip = rng.normal(size=16000 * 13).astype(np.float32)
+    pauses = [4.6, 9.2]  # seconds: 100 ms of silence each, inside each window's last 2 s
+    for pause in pauses:
+        clip[int(pause * 16000) : int((pause + 0.1) * 16000)] = 0.0
+    windows = pause_windows(clip, window=6 * 16000, search=2 * 16000)
+    assert windows[0][0] == 0 and windows[-1][1] == len(clip)
+    assert all(end == next_start for (_, end), (next_start, _) in zip(windows, windows[1:]))
+    assert all(end - start <= 6 * 16000 for start, end in windows)
+    assert len(windows) == 3 and all(pause <= end / 16000 <= pause + 0.1 for (_, end), pause in zip(windows, pauses))
+    assert pause_windows(clip[:16000], window=6 * 16000, search=2 * 16000) == [(0, 16000)]
+
+
+def test_a_model_without_alignment_heads_is_refused_by_name(ranker):
+    with pytest.raises(ValueError, match="alignment_heads"):
+        WhisperSpotter(ranker, None)
+
+
+def test_packaged_tiny_en_spots_a_name_where_it_was_said(tmp_path):
+    """The real pretrained tiny.en, zero-shot (30-s window), on a sentence joined from three
+    pieces spoken by Flite: the name is found, and its times come from the alignment heads
+    within 0.3 s of where the piece was put."""
+    from tests.test_whisper_import import require_wheel
+
+    require_wheel("tiny.en")
+    from s2t_hf.inference.recognizer import S2T
+    from s2t_hf.speech.sentences import join_pieces
+    from s2t_hf.speech.synthesis import clip_path, synthesize_batch
+    from s2t_hf.speech.tts import parse_voices
+
+    voice = parse_voices(["flite:slt"])[0]
+    pieces = build_lexicon(["please refill my", "metformin", "tablets today"])
+    synthesize_batch(voice, pieces, tmp_path, timeout=60)
+    parts = [soundfile.read(tmp_path / clip_path(voice, piece), dtype="float32")[0] for piece in pieces]
+    audio, times = join_pieces(parts, random.Random(0))
+    recogniser = S2T.from_pretrained("packaged:whisper-tiny.en", lexicon="common")
+    result = recogniser.spot((audio, 16000), threshold=-1.0)
+    assert [name.name for name in result.names] == ["metformin"], result.to_dict()
+    name = result.names[0]
+    assert abs(name.start - times[1][0]) < 0.3 and abs(name.end - times[1][1]) < 0.3, (name, times[1])
+    assert name.probability > 0.5 and name.candidates[0].name == "metformin"
+
+
+def test_of_overlapping_candidates_the_most_alike_is_kept(tokenizer):
+    """'metformin' alone and 'metformin tablet' both resemble a name; only the closer one is a
+    candidate. A name misheard as three words is one candidate, not three."""
+    labels = [entry.label for entry in build_lexicon(NAMES)]
+    tokens = encode(tokenizer, " the patient takes metformin tablet")
+    words = word_bounds(tokenizer, tokens)
+    spans = candidate_spans(tokenizer, tokens, labels, max_words=2, cutoff=40.0)  # a low cutoff: 'metformin tablet' passes it too
+    assert (*words[3], "metformin") in spans and not any(first <= words[3][0] and words[4][1] <= end for first, end, _ in spans)
+    spans = candidate_spans(tokenizer, encode(tokenizer, " take met for min now"), labels, max_words=3)
+    assert [text for _, _, text in spans] == ["met for min"]
+    assert not any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(candidate_spans(
+        tokenizer, tokens, labels, max_words=3, cutoff=20.0), 2))
