@@ -26,7 +26,6 @@ from s2t_hf.evaluation.metrics import build_compute_metrics
 from s2t_hf.models.deepspeed import fold_weight_norm, without_zero3_init
 from s2t_hf.models.freezing import apply_freezing, cast_frozen_parameters
 from s2t_hf.models.loading import load_ctc_model
-from s2t_hf.text.vocabulary import encode_labels
 from s2t_hf.training.arguments import DataTrainingArguments, parse_arguments, run_with_clear_errors, start_run
 from s2t_hf.training.collator import DataCollatorSpeechWithPadding
 from s2t_hf.training.data import drop_unalignable
@@ -128,7 +127,7 @@ def main() -> None:
     train_dataset = drop_unalignable(train_dataset, model._get_feat_extract_output_lengths, "train")
 
     # 5. Trainer, ranking every lexicon name by CTC likelihood at evaluation
-    ranker = CTCRanker(lexicon, encode_labels(processor.tokenizer, lexicon), processor.tokenizer.pad_token_id)
+    ranker = CTCRanker.for_tokenizer(lexicon, processor.tokenizer)
     training_args.remove_unused_columns = False  # the on-the-fly audio transform needs its `audio` column
     trainer = CTCTrainer(
         model=model,

@@ -82,6 +82,8 @@ def main() -> None:
             frames = round(args.seconds * 25)
             log_probs = (torch.randn(frames, len(tokenizer), generator=generator) * 4).log_softmax(-1)
         ranker = CTCRanker(lexicon, label_ids, tokenizer.pad_token_id)
+        # what S2T ranks with: an optional '|' between words and at the ends
+        with_breaks = CTCRanker.for_tokenizer(lexicon, tokenizer)
         ours = ranker.scores(log_probs.unsqueeze(0))[0]
         reference = ctc_loss_scores(log_probs, label_ids, tokenizer.pad_token_id)
         same_top10 = ours.topk(10).indices.tolist() == reference.topk(10).indices.tolist()
@@ -91,6 +93,8 @@ def main() -> None:
             "names": len(lexicon),
             "prefix_tree_nodes": len(ranker.trie),
             "prefix_tree_ms": round(timed(lambda: ranker.rank(log_probs.unsqueeze(0), top_k=10), args.repeats), 1),
+            "word_breaks_nodes": len(with_breaks.trie),
+            "word_breaks_ms": round(timed(lambda: with_breaks.rank(log_probs.unsqueeze(0), top_k=10), args.repeats), 1),
             "ctc_loss_ms": round(timed(lambda: ctc_loss_scores(log_probs, label_ids, tokenizer.pad_token_id).topk(10), args.repeats), 1),
             "same_top10": same_top10,
             "max_score_difference": float((ours[finite] - reference[finite]).abs().max()),
@@ -98,10 +102,12 @@ def main() -> None:
     print(f"Ranking one clip: {source}; {torch.get_num_threads()} CPU threads; median of {args.repeats}")
     if model_ms is not None:
         print(f"(the model's own forward pass on that clip: {model_ms:.1f} ms)")
-    print("| lexicon | names | prefix-tree nodes | s2t-hf ranking (ms) | ctc_loss, all names in one call (ms) | same top-10 | max score difference |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    print("| lexicon | names | prefix-tree nodes | s2t-hf ranking (ms) | with optional word breaks: nodes, ms | ctc_loss, all names in one call (ms) "
+          "| same top-10 | max score difference |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for row in rows:
-        print(f"| {row['lexicon']} | {row['names']} | {row['prefix_tree_nodes']} | {row['prefix_tree_ms']} | {row['ctc_loss_ms']} | {row['same_top10']} | {row['max_score_difference']:.1e} |")
+        print(f"| {row['lexicon']} | {row['names']} | {row['prefix_tree_nodes']} | {row['prefix_tree_ms']} | {row['word_breaks_nodes']}, "
+              f"{row['word_breaks_ms']} | {row['ctc_loss_ms']} | {row['same_top10']} | {row['max_score_difference']:.1e} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"source": source, "threads": torch.get_num_threads(), "model_forward_ms": model_ms, "rows": rows}, indent=2))
 

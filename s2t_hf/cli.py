@@ -223,7 +223,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False,
                                            conditions=requested_conditions(args))
         calibration.spot_threshold = spot_threshold
-        print(f"temperature {calibration.temperature:.3f}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
+        recogniser.calibration = calibration  # --sentences below ranks the spotted names with it
+        exponent = f", length exponent {calibration.length_exponent:.1f}" if recogniser.name_lengths is not None else ""
+        print(f"temperature {calibration.temperature:.3f}{exponent}, ambiguous below a top-2 margin of {calibration.ambiguity_margin:.3f}, "
               f"not in lexicon above a transcript gap of {calibration.out_of_lexicon_gap:.3f} ({calibration.clips} clips: "
               f"{calibration.fitted_on})")
     if args.sentences is not None:

@@ -12,7 +12,14 @@ from s2t_hf.audio.channels import through_telephone
 from s2t_hf.audio.reading import read_usable_audio
 from s2t_hf.evaluation.comparison import PredictionCache, compare_models
 from s2t_hf.evaluation.report import write_comparison_report
-from s2t_hf.inference.calibration import Calibration, expected_calibration_error, fit_ambiguity_margin, fit_calibration, fit_temperature
+from s2t_hf.inference.calibration import (
+    Calibration,
+    expected_calibration_error,
+    fit_ambiguity_margin,
+    fit_calibration,
+    fit_out_of_lexicon_gap,
+    fit_temperature,
+)
 from s2t_hf.inference.recognizer import BatchScores
 from s2t_hf.text.lexicon import build_lexicon
 from s2t_hf.text.sound_alike import load_sound_alike_pairs, partners_in_lexicon
@@ -183,6 +190,39 @@ def test_noisy_clips_teach_the_flag_while_the_clean_ones_keep_the_temperature_an
     assert everything.temperature != 1.0 and everything.out_of_lexicon_gap > mixed.out_of_lexicon_gap
     with pytest.raises(ValueError, match="no clip heard as recorded"):
         fit_calibration(scores, references, own, "none", torch.zeros(len(scores), dtype=torch.bool))
+
+
+def length_exponent_case():
+    """Raw log-likelihoods of a short (4 tokens) and a long (16 tokens) name, where only dividing
+    by the length to a power between 0.3 and 0.7 ranks every clip right: the long name is said
+    where |its raw score| is 4 ** 0.3 times the short one's (it loses below 0.3), the short name
+    where the long one's is 4 ** 0.7 times its own (it loses above 0.7)."""
+    generator = torch.Generator().manual_seed(0)
+    base = -2.0 - torch.rand(20, generator=generator)
+    long_said = torch.stack([base * 4 ** 0.3 * 1.05, base], dim=1)  # columns: long name, short name
+    short_said = torch.stack([base * 4 ** 0.7 * 0.95, base], dim=1)
+    raw = torch.cat([long_said, short_said])
+    references = torch.tensor([0] * 20 + [1] * 20)
+    return raw, torch.tensor([16.0, 4.0]), references
+
+
+def test_the_length_exponent_is_fitted_where_it_ranks_best():
+    from s2t_hf.inference.calibration import LengthTerms, fit_length_exponent
+
+    raw, lengths, references = length_exponent_case()
+    exponent, tried = fit_length_exponent(raw, lengths, references)
+    assert 0.3 < exponent < 0.7
+    top1 = {row["length_exponent"]: row["top1"] for row in tried}
+    assert top1[exponent] == 1.0 and top1[0.0] == 0.5 and top1[1.0] == 0.5  # per letter, every short name loses
+    # fit_calibration re-divides the scores it was given (per letter here) and the transcripts' alike
+    own_lengths = torch.full((len(raw),), 8.0)
+    own_raw = raw.max(-1).values + 1.0
+    calibration = fit_calibration(raw / lengths, references, own_raw / own_lengths, "test", lengths=LengthTerms(lengths, own_lengths, 1.0))
+    assert calibration.length_exponent == exponent
+    scores = raw / lengths ** exponent
+    gaps = own_raw / own_lengths ** exponent - scores.max(-1).values
+    assert calibration.out_of_lexicon_gap == pytest.approx(fit_out_of_lexicon_gap(gaps.numpy()), rel=1e-5)
+    assert fit_calibration(raw / lengths, references, own_raw / own_lengths, "test").length_exponent == 1.0  # not fitted without lengths
 
 
 @pytest.fixture(scope="module")

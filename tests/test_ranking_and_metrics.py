@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from s2t_hf.decoding.ctc import CTCRanker
+from s2t_hf.decoding.ctc import CTCRanker, transcript_scores
 from s2t_hf.decoding.fuzzy import fuzzy_rank
 from s2t_hf.evaluation.metrics import build_compute_metrics, names_of, top_k_accuracy
 from s2t_hf.models.processor import build_processor
@@ -71,6 +71,95 @@ def test_prefix_tree_scores_equal_ctc_loss_for_every_name():
     assert torch.equal(torch.isinf(scores), torch.isinf(expected))  # unalignable names agree
     finite = torch.isfinite(expected)
     torch.testing.assert_close(scores[finite], expected[finite], rtol=1e-5, atol=1e-4)
+
+
+def spellings(ids, word_break):
+    """Every way of writing a label with its word breaks optional: between words and at both ends."""
+    words, word = [], []
+    for token in ids:
+        if token == word_break:
+            words.append(word)
+            word = []
+        else:
+            word.append(token)
+    words.append(word)
+    choices = []
+    for pattern in range(2 ** (len(words) + 1)):  # bit i: a break before word i (the last bit: after the last word)
+        spelled = []
+        for position, word in enumerate(words):
+            spelled += ([word_break] if pattern >> position & 1 else []) + word
+        choices.append(spelled + ([word_break] if pattern >> len(words) & 1 else []))
+    return choices
+
+
+def brute_force_log_likelihood(log_probs, length, alternatives, blank):
+    """log of the summed CTC likelihood of each alternative label, by `ctc_loss` one at a time."""
+    totals = [
+        -torch.nn.functional.ctc_loss(
+            log_probs[:length].unsqueeze(1), torch.tensor([ids]), torch.tensor([length]), torch.tensor([len(ids)]),
+            blank=blank, reduction="none", zero_infinity=False,
+        )[0]
+        for ids in alternatives
+    ]
+    return torch.logsumexp(torch.stack(totals), 0)
+
+
+def test_optional_word_breaks_sum_every_spelling_exactly():
+    # multi-word and hyphenated names (a shared first word), a name whose last letter is the next
+    # word's first ('a|a': repeated across a skipped break, needing a blank), and one-letter words
+    names = ["insulin glargine", "insulin lispro", "insulin", "co-trimoxazole", "alla alla", "a a", "a", "metformin"]
+    lexicon = build_lexicon(names)
+    tokenizer = build_processor(lexicon).tokenizer
+    word_break = tokenizer.convert_tokens_to_ids("|")
+    ranker = CTCRanker.for_tokenizer(lexicon, tokenizer)
+    assert ranker.word_break == word_break
+    label_ids = encode_labels(tokenizer, lexicon)
+    assert word_break in label_ids[0] and word_break in label_ids[3]  # the space and the hyphen are word breaks
+    lengths = torch.tensor([40, 25, 4, 1])
+    logits = torch.randn(len(lengths), 40, len(tokenizer)).mul(3)
+    logits[..., word_break] += 2.0  # breaks likely enough that every spelling counts
+    log_probs = logits.log_softmax(-1)
+    scores = ranker.log_likelihoods(log_probs, lengths)
+    for clip, length in enumerate(lengths.tolist()):
+        for name, ids in enumerate(label_ids):
+            expected = brute_force_log_likelihood(log_probs[clip], length, spellings(ids, word_break), tokenizer.pad_token_id)
+            if torch.isinf(expected):
+                assert torch.isinf(scores[clip, name]), (names[name], length)
+            else:
+                torch.testing.assert_close(scores[clip, name], expected, rtol=1e-5, atol=1e-4)
+    # divided by the label's length as written (an inner break counts, the optional ones at the ends do not)
+    assert ranker.label_lengths.tolist()[:3] == [16, 14, 7]
+    torch.testing.assert_close(ranker.scores(log_probs, lengths, 0.5), scores / ranker.label_lengths ** 0.5)
+
+
+def test_a_name_said_with_word_breaks_around_it_still_wins():
+    # a LibriSpeech-style head ends words with '|': without optional breaks 'insulin' would need
+    # its final frames spent on letters, and the model's '|' frames would count against it
+    lexicon = build_lexicon(["insulin", "insulins"])
+    tokenizer = build_processor(lexicon).tokenizer
+    heard = spell(tokenizer, ["|", "i", "n", "s", "u", "l", "i", "n", "|", "|"], len(tokenizer)).unsqueeze(0)
+    with_breaks = CTCRanker.for_tokenizer(lexicon, tokenizer)
+    without = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
+    assert with_breaks.rank(heard, top_k=1).indices[0, 0] == 0
+    assert with_breaks.scores(heard)[0, 0] > without.scores(heard)[0, 0] + 0.5
+
+
+def test_transcripts_are_scored_like_names():
+    lexicon = build_lexicon(["insulin glargine", "warfarin"])
+    tokenizer = build_processor(lexicon).tokenizer
+    ranker = CTCRanker.for_tokenizer(lexicon, tokenizer)
+    log_probs = torch.randn(3, 30, len(tokenizer)).mul(3).log_softmax(-1)
+    lengths = torch.tensor([30, 30, 12])
+    ids = encode_labels(tokenizer, lexicon)
+    # a transcript that spells a name scores as that name does, whatever breaks it was written with
+    with_edges = [ranker.word_break, *ids[0], ranker.word_break]
+    own = transcript_scores(log_probs, lengths, [with_edges, ids[1], []], tokenizer.pad_token_id, ranker.word_break, 0.7)
+    names = ranker.scores(log_probs, lengths, 0.7)
+    torch.testing.assert_close(own[:2], torch.stack([names[0, 0], names[1, 1]]))
+    # an empty transcript: all blank, or a lone break, over a length of one
+    all_blank = log_probs[2, :12, tokenizer.pad_token_id].sum()
+    alone = brute_force_log_likelihood(log_probs[2], 12, [[ranker.word_break]], tokenizer.pad_token_id)
+    torch.testing.assert_close(own[2], torch.logaddexp(all_blank, alone))
 
 
 def test_fuzzy_baseline_ranks_by_spelling():

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..audio.channels import apply_condition, condition_name
 from ..audio.reading import AudioError, read_usable_audio
 from ..decoding.ranking import RANKED_FOR_METRICS
-from ..inference.calibration import Calibration, fit_calibration
+from ..inference.calibration import Calibration, LengthTerms, fit_calibration
 from ..inference.recognizer import S2T
 from ..text.lexicon import LexiconError, normalize_name
 from .manifests import NOT_GROUPS, read_evaluation_manifest
@@ -91,26 +91,34 @@ def calibration_scores(
             ]
             if in_lexicon:
                 batch = recogniser.score_batch([clip for _, _, clip in in_lexicon], top_k=5)  # a temperature and a top-2 margin
-                for (position, reference, _), scores, own in zip(in_lexicon, batch.scores.tolist(), batch.transcript_scores.tolist()):
-                    scored.append((position, scores, reference, own))
+                own_lengths = [None] * len(in_lexicon) if batch.transcript_lengths is None else batch.transcript_lengths.tolist()
+                for (position, reference, _), scores, own, own_length in zip(
+                    in_lexicon, batch.scores.tolist(), batch.transcript_scores.tolist(), own_lengths
+                ):
+                    scored.append((position, scores, reference, own, own_length))
     return scored
 
 
-def fit_on_scores(scored: list[tuple[int, list[float], int, float]], fitted_on: str, plain_rows: int | None = None) -> Calibration:
+def fit_on_scores(scored: list[tuple], fitted_on: str, plain_rows: int | None = None, recogniser: S2T | None = None) -> Calibration:
     """Fit a `Calibration` on `calibration_scores` entries (from one process or gathered from
     several). With `plain_rows` N, the entries at positions below N, the clips under the first of
     `calibration_scores`' conditions (clean, as recorded, unless the list starts otherwise), fit
     the temperature and the out-of-lexicon gap; all entries fit the ambiguity margin (see
-    `fit_calibration`)."""
+    `fit_calibration`). Given the CTC `recogniser` that scored them, the length exponent too."""
     if not scored:
         raise ValueError("no readable clip with a lexicon name to calibrate on")
     scored = sorted(scored, key=lambda entry: entry[0])  # the rows' order, however the work was split
+    name_lengths = None if recogniser is None else recogniser.name_lengths
+    lengths = None if name_lengths is None else LengthTerms(
+        name_lengths, torch.tensor([entry[4] for entry in scored], dtype=torch.float32), recogniser.calibration.length_exponent
+    )
     return fit_calibration(
-        torch.tensor([scores for _, scores, _, _ in scored]),
-        torch.tensor([reference for _, _, reference, _ in scored]),
-        torch.tensor([own for _, _, _, own in scored]),
+        torch.tensor([entry[1] for entry in scored]),
+        torch.tensor([entry[2] for entry in scored]),
+        torch.tensor([entry[3] for entry in scored]),
         fitted_on,
-        None if plain_rows is None else torch.tensor([position < plain_rows for position, _, _, _ in scored]),
+        None if plain_rows is None else torch.tensor([entry[0] < plain_rows for entry in scored]),
+        lengths,
     )
 
 
@@ -124,7 +132,7 @@ def calibrate_recogniser(
     scored = calibration_scores(recogniser, rows, batch_size, progress, conditions)
     if not scored:
         raise ValueError(f"no readable clip with a lexicon name among {len(rows)} rows to calibrate on")
-    return fit_on_scores(scored, fitted_on + conditions_note(conditions), plain_rows=len(rows))
+    return fit_on_scores(scored, fitted_on + conditions_note(conditions), plain_rows=len(rows), recogniser=recogniser)
 
 
 def conditions_note(conditions: list[float | str | None] | tuple) -> str:

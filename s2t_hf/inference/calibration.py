@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..decoding.ctc import length_term
+
 CALIBRATION_FILE = "calibration.json"
 # With (almost) every validation clip right, the likelihood of the true names keeps rising as the
 # temperature falls: the fit runs to its bound (0.02) and every later answer, wrong ones too,
 # reads as certain. Below this many top-1 errors the temperature stays 1 (the model's own
 # probabilities), which held on unseen test voices (fitted values for fine-tuned Whisper: 1.1)
 MIN_ERRORS_TO_FIT_TEMPERATURE = 5
+LENGTH_EXPONENTS = tuple(step / 10 for step in range(16))  # 0 (raw log-likelihood) .. 1.5; 1 is per letter
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ class Calibration:
     out_of_lexicon_gap: float | None = None  # not in lexicon when transcript score - best score exceeds this
     # `S2T.spot`'s default threshold (per letter, CTC; per token, Whisper), fitted on sentences (`s2t-hf calibrate --sentences`)
     spot_threshold: float | None = None
+    # CTC: a name's log-likelihood is divided by its length ** this (1: per letter), fitted with the temperature
+    length_exponent: float = 1.0
     fitted_on: str = "not fitted"
     clips: int = 0
 
@@ -71,7 +76,18 @@ class Calibration:
         return self.out_of_lexicon_gap is not None and transcript_gap > self.out_of_lexicon_gap
 
 
-def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
+@dataclass
+class LengthTerms:
+    """What CTC scores were divided by, so that a calibration can fit another length exponent:
+    each name's label length, each calibration clip's transcript length, and the exponent the
+    scores were computed with."""
+
+    names: torch.Tensor
+    transcripts: torch.Tensor
+    scored_exponent: float = 1.0
+
+
+def fit_temperature(scores: torch.Tensor, references: torch.Tensor, warn: bool = True) -> float:
     """The temperature minimising the negative log-likelihood of the true names (rows with a
     reference outside the lexicon, -1, are ignored); 1 when fewer than
     `MIN_ERRORS_TO_FIT_TEMPERATURE` clips are wrong at top 1, where no temperature can be fitted."""
@@ -81,6 +97,8 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     scores, references = scores[keep].float(), references[keep]
     errors = int((scores.argmax(dim=1) != references).sum())
     if errors < MIN_ERRORS_TO_FIT_TEMPERATURE:
+        if not warn:
+            return 1.0
         logger.warning(
             "%d of %d calibration clips are wrong at top 1, too few to fit a temperature (it would run to its bound and make "
             "every answer look certain): keeping temperature 1. Calibrate on harder or more clips "
@@ -104,6 +122,37 @@ def fit_temperature(scores: torch.Tensor, references: torch.Tensor) -> float:
     # one bounded variable, a smooth objective: Brent's method (temperatures 0.02 .. 50)
     best = minimize_scalar(negative_log_likelihood, bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-4})
     return float(math.exp(best.x))
+
+
+def nll_at_fitted_temperature(scores: torch.Tensor, references: torch.Tensor) -> tuple[float, float]:
+    """(temperature, mean negative log-likelihood of the true names there); names left at -inf
+    are treated as in `fit_temperature`."""
+    temperature = fit_temperature(scores, references, warn=False)
+    scores = scores.float().masked_fill(torch.isneginf(scores), -1e4)
+    return temperature, float(torch.nn.functional.cross_entropy(scores / temperature, references))
+
+
+def fit_length_exponent(
+    log_likelihoods: torch.Tensor, name_lengths: torch.Tensor, references: torch.Tensor, exponents: tuple[float, ...] = LENGTH_EXPONENTS
+) -> tuple[float, list[dict[str, float]]]:
+    """The power of a name's length that its log-likelihood is divided by, chosen with the
+    temperature: of the exponents in `exponents`, the one ranking most true names first wins,
+    ties going to the lowest negative log-likelihood of the true names at a temperature fitted
+    for each (a likelihood alone would prefer a worse ranking whose errors let a temperature be
+    fitted over a better one with too few, held at 1: `MIN_ERRORS_TO_FIT_TEMPERATURE`). Dividing by the length (1) keeps
+    long names from losing for being long, but by how much is the model's: raw sums (0) favour
+    short names, and a model whose per-frame scores are sharp may want more. Returns the exponent
+    and, for each tried, its top-1 share, temperature and log-likelihood (the measured difference)."""
+    keep = references >= 0
+    log_likelihoods, references = log_likelihoods[keep].float(), references[keep]
+    rows = []
+    for exponent in exponents:
+        scores = log_likelihoods / length_term(name_lengths, exponent)
+        temperature, nll = nll_at_fitted_temperature(scores, references)
+        top1 = float((scores.argmax(dim=1) == references).float().mean())
+        rows.append({"length_exponent": exponent, "top1": top1, "temperature": temperature, "nll": nll})
+    best = min(rows, key=lambda row: (-row["top1"], row["nll"], abs(row["length_exponent"] - 1.0)))
+    return best["length_exponent"], rows
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[tuple[float, float, float]]:
@@ -158,7 +207,8 @@ def fit_out_of_lexicon_gap(transcript_gaps: np.ndarray, false_rejection_rate: fl
 
 
 def fit_calibration(
-    scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str, plain: torch.Tensor | None = None
+    scores: torch.Tensor, references: torch.Tensor, transcript_scores: torch.Tensor, fitted_on: str, plain: torch.Tensor | None = None,
+    lengths: LengthTerms | None = None,
 ) -> Calibration:
     """Temperature, ambiguity margin and out-of-lexicon gap from full (clips, names) scores of
     held-out clips whose names are in the lexicon.
@@ -169,14 +219,26 @@ def fit_calibration(
     validation voices give a fine-tuned model almost none; one temperature fitted across
     conditions, though, has to cover the far-off misses of 0 dB noise and leaves clean answers
     underconfident (measured: 5.1 on clean, 10 dB and 0 dB validation clips, and an expected
-    calibration error of 0.20 on clean real voices, against 0.02 at temperature 1)."""
+    calibration error of 0.20 on clean real voices, against 0.02 at temperature 1).
+
+    With `lengths` (CTC), the length exponent is fitted first on the clips heard as recorded
+    (`fit_length_exponent`), and every score, the transcripts' too, re-divided by it."""
     keep = references >= 0
     plain = torch.ones(len(references), dtype=torch.bool) if plain is None else plain.bool()
     scores, references, transcript_scores, plain = scores[keep], references[keep], transcript_scores[keep], plain[keep]
     if not plain.any():
         raise ValueError("no clip heard as recorded among the calibration clips: the temperature is fitted on those")
+    exponent = 1.0
+    if lengths is not None:
+        log_likelihoods = scores.float() * length_term(lengths.names, lengths.scored_exponent)
+        exponent, tried = fit_length_exponent(log_likelihoods[plain], lengths.names, references[plain])
+        for row in tried:
+            logger.info("length exponent %.1f: top-1 %.4f, temperature %.3f, NLL %.4f", *row.values())
+        scores = log_likelihoods / length_term(lengths.names, exponent)
+        own_lengths = lengths.transcripts[keep]
+        transcript_scores = transcript_scores * length_term(own_lengths, lengths.scored_exponent) / length_term(own_lengths, exponent)
     temperature = fit_temperature(scores[plain], references[plain])
-    calibration = Calibration(temperature=temperature, fitted_on=fitted_on, clips=int(keep.sum()))
+    calibration = Calibration(temperature=temperature, length_exponent=exponent, fitted_on=fitted_on, clips=int(keep.sum()))
     probabilities = calibration.log_probabilities(scores).exp()
     top2 = probabilities.topk(min(2, probabilities.shape[1]), dim=-1)
     margins = (top2.values[:, 0] - (top2.values[:, 1] if probabilities.shape[1] > 1 else 0)).numpy()

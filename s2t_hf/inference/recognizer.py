@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 
 from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
-from ..decoding.ctc import CTCRanker, collapse_ctc, ctc_log_probs, greedy_ids, output_lengths, transcript_scores
+from ..decoding.ctc import CTCRanker, collapse_ctc, ctc_log_probs, greedy_ids, output_lengths, transcript_scores, written_label
 from ..decoding.ranking import top_candidates
 from ..decoding.seq2seq import encoder_decoder_ranker, transcribe_and_score
 from ..decoding.transcripts import decode_ids
@@ -32,7 +32,7 @@ from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
 from ..models.whisper import resolve_packaged
 from ..text.lexicon import DrugName, LexiconError, build_lexicon, normalize_label
 from ..text.sound_alike import partners_in_lexicon
-from ..text.vocabulary import apply_spelling_policy, encode_labels
+from ..text.vocabulary import apply_spelling_policy
 from .calibration import Calibration
 from .model_files import model_calibration, model_lexicon
 from .results import BatchScores, Candidate, Recognition
@@ -70,7 +70,7 @@ class S2T:
             self.ranker = encoder_decoder_ranker(model, lexicon, tokenizer)
         else:
             apply_spelling_policy(tokenizer, lexicon, self.source)  # the same case and word delimiter as training
-            self.ranker = CTCRanker(lexicon, encode_labels(tokenizer, lexicon), tokenizer.pad_token_id)
+            self.ranker = CTCRanker.for_tokenizer(lexicon, tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -98,6 +98,12 @@ class S2T:
         recogniser = cls(model, processor, names, model_calibration(path_or_hub_id, **options))
         recogniser.source, recogniser.revision = str(path_or_hub_id), model_revision(path_or_hub_id, **options)
         return recogniser
+
+    @property
+    def name_lengths(self) -> torch.Tensor | None:
+        """A CTC model's label length of every lexicon name (what its scores are divided by,
+        to the calibration's `length_exponent`); None for encoder-decoders."""
+        return self.ranker.label_lengths if isinstance(self.ranker, CTCRanker) else None
 
     def process(self, audio: AudioInput, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
         """The model's normalised input for one clip: any audio (path, bytes, an array with its
@@ -128,9 +134,12 @@ class S2T:
         """A CTC model's `BatchScores` from its (clips, frames, vocab) log-probabilities (also
         for stretches of a recording: `inference.spotting` rescores each name found on its span)."""
         greedy = greedy_ids(log_probs, lengths)
-        own = transcript_scores(log_probs, lengths, [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()], self.ranker.blank_id)
+        exponent, word_break = self.calibration.length_exponent, self.ranker.word_break
+        own_ids = [collapse_ctc(row, self.ranker.blank_id) for row in greedy.tolist()]
+        own = transcript_scores(log_probs, lengths, own_ids, self.ranker.blank_id, word_break, exponent)
         transcripts = decode_ids(self.processor.tokenizer, greedy.numpy(), ctc_output=True)
-        return BatchScores(transcripts, self.ranker.scores(log_probs, lengths), own)
+        own_lengths = torch.tensor([len(written_label(ids, word_break)) for ids in own_ids], dtype=torch.float32)
+        return BatchScores(transcripts, self.ranker.scores(log_probs, lengths, exponent), own, own_lengths)
 
     def results(
         self, batch: BatchScores, top_k: int = 5, allow_out_of_lexicon: bool = False, log_prior: torch.Tensor | None = None

@@ -47,7 +47,10 @@ class BatchScores:
     transcripts: list[str]
     scores: torch.Tensor
     transcript_scores: torch.Tensor
+    # tokens of each transcript (CTC: what its score's length term divides by; None for encoder-decoders)
+    transcript_lengths: torch.Tensor | None = None
 
     def select(self, rows: list[int]) -> "BatchScores":
         """The same scores for some of the clips (a server answers each caller from a shared batch)."""
-        return BatchScores([self.transcripts[row] for row in rows], self.scores[rows], self.transcript_scores[rows])
+        lengths = None if self.transcript_lengths is None else self.transcript_lengths[rows]
+        return BatchScores([self.transcripts[row] for row in rows], self.scores[rows], self.transcript_scores[rows], lengths)

@@ -13,6 +13,7 @@ from datasets import Audio, Dataset, DatasetDict
 from transformers import Trainer
 
 from ..audio.channels import parse_condition
+from ..decoding.ctc import CTCRanker
 from ..evaluation.metrics import TOP_KS
 from ..inference.calibration import Calibration
 from ..text.lexicon import DrugName
@@ -134,7 +135,7 @@ def calibrate_on_split(
     scored = [(positions[index % share] + len(rows) * (index // share), *rest) for index, *rest in scored]
     if processes > 1:
         scored = list({entry[0]: entry for entry in gather_object(scored)}.values())  # repeats dropped
-    calibration = fit_on_scores(scored, "validation split" + conditions_note(conditions), plain_rows=len(rows))
+    calibration = fit_on_scores(scored, "validation split" + conditions_note(conditions), plain_rows=len(rows), recogniser=recogniser)
     trainer.model.train()
     if trainer.args.should_save:
         calibration.save(trainer.args.output_dir)
@@ -162,6 +163,8 @@ def evaluate_and_report(
     trainer.save_metrics("eval", trainer.evaluate())
     conditions = [parse_condition(condition) for condition in calibration_conditions] if calibration_conditions else None
     calibration = calibrate_on_split(trainer, processor, lexicon, splits["validation"], max_calibration_samples, conditions)
+    if isinstance(getattr(trainer, "ranker", None), CTCRanker):  # the test split ranked as S2T will rank with this calibration
+        trainer.ranker.length_exponent = calibration.length_exponent
     test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
     test_metrics["wall_time_s"] = round(time.time() - started, 1)
     trainer.log_metrics("test", test_metrics)
