@@ -139,10 +139,11 @@ def fit_length_exponent(
     temperature: of the exponents in `exponents`, the one ranking most true names first wins,
     ties going to the lowest negative log-likelihood of the true names at a temperature fitted
     for each (a likelihood alone would prefer a worse ranking whose errors let a temperature be
-    fitted over a better one with too few, held at 1: `MIN_ERRORS_TO_FIT_TEMPERATURE`). Dividing by the length (1) keeps
-    long names from losing for being long, but by how much is the model's: raw sums (0) favour
-    short names, and a model whose per-frame scores are sharp may want more. Returns the exponent
-    and, for each tried, its top-1 share, temperature and log-likelihood (the measured difference)."""
+    fitted over a better one with too few, held at 1: `MIN_ERRORS_TO_FIT_TEMPERATURE`).
+    Dividing by the length (1) keeps long names from losing for being long, but by how much is
+    the model's: raw sums (0) favour short names, and a model whose per-frame scores are sharp
+    may want more. Returns the exponent and, for each tried, its top-1 share, temperature and
+    log-likelihood (the measured difference)."""
     keep = references >= 0
     log_likelihoods, references = log_likelihoods[keep].float(), references[keep]
     rows = []
