@@ -515,9 +515,8 @@ class WhisperRanker:
         self.sequences = list(sequence_of)
         self.tree = TokenTree(self.sequences)
         # (names, most spellings): rows of `sequences`, padded with len(sequences) (read as -inf)
-        self.name_rows = torch.full((len(lexicon), max(map(len, name_sequences))), len(self.sequences), dtype=torch.long)
-        for name, rows in enumerate(name_sequences):
-            self.name_rows[name, : len(rows)] = torch.tensor(rows)
+        width, padding = max(map(len, name_sequences)), len(self.sequences)
+        self.name_rows = torch.tensor([rows + [padding] * (width - len(rows)) for rows in name_sequences], dtype=torch.long)
         # each spelling's path from depth 1 to its leaf, padded with the leaf
         leaves = self.tree.leaf_of_sequence
         paths = self.tree.paths[leaves]
