@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="also hear every clip through these telephone channels (ffmpeg): telephone, gsm")
             command.add_argument("--sentences", default=None, metavar="MANIFEST",
                                  help="also fit `spot`'s threshold (best F1) on these sentences of held-out voices "
-                                      "(a manifest-sentences-validation.tsv); CTC models")
+                                      "(a manifest-sentences-validation.tsv); CTC and Whisper models")
 
     spotting = commands.add_parser("spot", help="find drug names anywhere in recordings (sentences, dictation), with their times")
     spotting.add_argument("model", help="a Whisper model fine-tuned on sentences (recipes/whisper-spotting.json), a CTC model folder "

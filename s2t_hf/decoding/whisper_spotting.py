@@ -93,11 +93,19 @@ def candidate_spans(
             match = process.extractOne(text, labels, scorer=fuzz.ratio, score_cutoff=cutoff) if text else None
             if match is not None:
                 matches.append((-match[1], last_word - first_word, first, end, text))
-    kept: list[tuple[int, int, str]] = []
-    for _, _, first, end, text in sorted(matches):
-        if all(end <= other_first or other_end <= first for other_first, other_end, _ in kept):
-            kept.append((first, end, text))
-    return sorted(kept)
+    kept = best_disjoint(sorted(matches), lambda match: (match[2], match[3]))
+    return sorted((first, end, text) for _, _, first, end, text in kept)
+
+
+def best_disjoint(ranked: list, bounds) -> list:
+    """`ranked` (best first) less every item whose [first, end) = `bounds(item)` overlaps an
+    item kept before it."""
+    kept: list = []
+    for item in ranked:
+        first, end = bounds(item)
+        if all(end <= other_first or other_end <= first for other_first, other_end in map(bounds, kept)):
+            kept.append(item)
+    return kept
 
 
 def cut_repetition(tokens: list[int], longest: int = 8, times: int = 3) -> list[int]:
@@ -182,6 +190,8 @@ class WhisperSpotter:
         self.max_words = max_words
         self.max_gap = max_gap
         self.context_words = context_words
+        # the most tokens a name takes in place: what the transcript after a span must leave room for
+        self.longest_spelling = max(len(spelling) for spellings in ranker.token_sequences for spelling in spellings)
 
     @torch.no_grad()
     def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[int]:
@@ -206,8 +216,7 @@ class WhisperSpotter:
             after = word_bounds(self.ranker.tokenizer, list(suffix[:-1]))
             if self.context_words < len(after):
                 suffix = suffix[: after[self.context_words][0]]
-        longest = max(len(spelling) for spellings in self.ranker.token_sequences for spelling in spellings)
-        room = MAX_POSITIONS - len(self.ranker.prompt_ids) - first - max(longest, end - first)
+        room = MAX_POSITIONS - len(self.ranker.prompt_ids) - first - max(self.longest_spelling, end - first)
         suffix = suffix[: max(0, room)]  # a transcript near Whisper's 448 positions: the words after the span that fit
         sequences = [[tuple(spelling) + suffix for spelling in spellings] for spellings in self.ranker.token_sequences]
         sequences.append([tuple(tokens[first:end]) + suffix])
@@ -238,9 +247,5 @@ class WhisperSpotter:
             name_tokens = min(len(spelling) for spelling in self.ranker.token_sequences[best])
             ratio = min(0.0, (float(scores[best]) - heard_score) / name_tokens) if np.isfinite(heard_score) else 0.0
             spans.append(InPlaceSpan(first, end, text, float(times[first]), float(times[end]), scores, heard_score, ratio))
-        spans.sort(key=lambda span: -span.spot_score)
-        kept: list[InPlaceSpan] = []
-        for span in spans:
-            if all(span.end <= other.first or other.end <= span.first for other in kept):
-                kept.append(span)
+        kept = best_disjoint(sorted(spans, key=lambda span: -span.spot_score), lambda span: (span.first, span.end))
         return tokens, sorted(kept, key=lambda span: span.first)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..audio.reading import SAMPLING_RATE, AudioInput, read_usable_audio
-from ..decoding.ctc import ctc_log_probs, greedy_ids, output_lengths
+from ..decoding.ctc import ctc_log_probs, greedy_ids, output_lengths, word_break_id
 from ..decoding.spotting import CTCSpotter, TimedName, merge_windows
 from ..decoding.transcripts import decode_ids
 from ..decoding.whisper import WhisperRanker
@@ -87,10 +87,8 @@ def spotter_for(recogniser) -> CTCSpotter | WhisperSpotter:
         recogniser._spotter = WhisperSpotter(recogniser.ranker, heads)
         return recogniser._spotter
     tokenizer = recogniser.processor.tokenizer
-    word_delimiter = getattr(tokenizer, "word_delimiter_token", None)
-    delimiter = tokenizer.convert_tokens_to_ids(word_delimiter) if word_delimiter else None
     recogniser._spotter = CTCSpotter(recogniser.lexicon, encode_labels(tokenizer, recogniser.lexicon), recogniser.ranker.blank_id,
-                                     delimiter if delimiter != tokenizer.unk_token_id else None)
+                                     word_break_id(tokenizer))
     return recogniser._spotter
 
 
