@@ -53,7 +53,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["s2t_hf", "s2t_hf.*"]),
-    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md", "models/whisper_packages/*.md", "serving/*.html"]},
+    package_data={"s2t_hf": ["text/lexicons/*.txt", "text/lexicons/*.tsv", "text/lexicons/*.md", "evaluation/drug_accuracy/*.py", "evaluation/drug_accuracy/*.md", "models/whisper_packages/*.md", "serving/*.html", "audio/*.ogg"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["s2t-hf = s2t_hf.cli:main"]},

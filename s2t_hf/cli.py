@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .audio.channels import TELEPHONE_CODECS
+from .audio.channels import CHANNELS, ChannelError, parse_condition
 from .evaluation.metrics import TOP_KS
 from .text.lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
 
@@ -173,8 +173,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def requested_conditions(args: argparse.Namespace) -> list[float | str | None]:
-    """Clean first, then `--snr` from the highest, then `--channel` in the order given (each once)."""
-    return [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.channel)]
+    """Clean first, then `--snr` from the highest, then `--noise` and `--channel` in the order
+    given (each once)."""
+    return [None, *sorted(set(args.snr), reverse=True), *dict.fromkeys(args.noise), *dict.fromkeys(args.channel)]
+
+
+def noise_condition(text: str) -> str:
+    """argparse type of --noise: KIND@SNR (babble@10), named back when it is not one."""
+    if "@" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a noise as KIND@SNR, e.g. babble@10")
+    try:
+        return parse_condition(text)
+    except ChannelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -355,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="also hear every clip with white noise at these SNRs in dB: harder clips give the ambiguous "
                                       "flag errors to learn from (e.g. --snr 10 0); the temperature and not-in-lexicon gap "
                                       "stay fitted on the clean clips")
-            command.add_argument("--channel", nargs="*", default=[], choices=sorted(TELEPHONE_CODECS),
-                                 help="also hear every clip through these telephone channels (ffmpeg): telephone, gsm")
+            command.add_argument("--noise", nargs="*", default=[], type=noise_condition, metavar="KIND@SNR",
+                                 help="also hear every clip with these noises: pink, babble, hum or music at an SNR in dB (babble@10)")
+            command.add_argument("--channel", nargs="*", default=[], choices=CHANNELS,
+                                 help="also hear every clip through these channels: telephone, gsm (ffmpeg's codecs), "
+                                      "reverb (a 0.6-s room), quiet (-30 dB, 16-bit), clipped (+20 dB)")
             command.add_argument("--sentences", default=None, metavar="MANIFEST",
                                  help="also fit `spot`'s threshold (best F1) on these sentences of held-out voices "
                                       "(a manifest-sentences-validation.tsv); CTC and Whisper models")
@@ -410,9 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--cache", default="outputs/predictions", help="folder for cached predictions, Parquet (default: outputs/predictions)")
     compare.add_argument("--report", default=None, help="write report.md and PNG plots into this folder")
     compare.add_argument("--snr", type=float, nargs="*", default=[20, 10, 5, 0], help="also test with white noise at these SNRs in dB (default: 20 10 5 0; none: --snr)")
-    compare.add_argument("--channel", nargs="*", default=[], choices=sorted(TELEPHONE_CODECS),
-                         help="also test through these telephone channels, via ffmpeg: telephone (8 kHz, 300-3,400 Hz, "
-                              "G.711 mu-law), gsm (GSM 06.10)")
+    compare.add_argument("--noise", nargs="*", default=[], type=noise_condition, metavar="KIND@SNR",
+                         help="also test with these noises at an SNR in dB: pink (1/f), babble (other voices talking), "
+                              "hum (mains, 50/60 Hz), music (tones), e.g. --noise babble@10 pink@10")
+    compare.add_argument("--channel", nargs="*", default=[], choices=CHANNELS,
+                         help="also test through these channels: telephone (via ffmpeg: 8 kHz, 300-3,400 Hz, G.711 mu-law), "
+                              "gsm (GSM 06.10), reverb (a room of 0.6 s reverberation time), quiet (30 dB down, 16-bit), "
+                              "clipped (20 dB up, cut at full scale)")
     compare.add_argument("--max-clips", type=int, default=None, help="a random subset of this many clips, the same for every model")
     compare.add_argument("--lexicon", default=None, help="names to rank (default: each model's own lexicon.txt)")
     compare.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
