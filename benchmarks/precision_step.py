@@ -26,11 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from s2t_hf import S2T  # noqa: E402
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
+from s2t_hf.training.precision import noted_cpu_flags  # noqa: E402
 
 
 def main() -> None:
@@ -63,12 +59,12 @@ def main() -> None:
                 step()
         seconds[name] = (time.perf_counter() - start) / args.steps
     print(f"{args.model}: batch {args.batch}, {frames} feature frames, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores ({cpu_flags()})")
+          f"{os.cpu_count()} cores ({noted_cpu_flags()})")
     for name, value in seconds.items():
         print(f"  {name}: {value:.3f} s a step")
     Path(args.output).write_text(json.dumps({
         "model": args.model, "batch": args.batch, "frames": frames, "seconds_a_step": seconds,
-        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
     }, indent=1))
 
 

@@ -43,11 +43,7 @@ from s2t_hf import S2T  # noqa: E402
 from s2t_hf.audio.reading import SAMPLING_RATE, read_usable_audio  # noqa: E402
 from s2t_hf.evaluation.spotting import fit_spot_threshold, score_spotting, spot_sentences  # noqa: E402
 from s2t_hf.speech.synthesis import read_manifest  # noqa: E402
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
+from s2t_hf.training.precision import noted_cpu_flags  # noqa: E402
 
 
 def false_alarms_on(recogniser, manifest: str, thresholds: list[float]) -> dict:
@@ -135,11 +131,11 @@ def main() -> None:
     print(f"best F1 at {best['threshold']:.3f} (per letter, CTC; per token, Whisper): F1 {best['f1']}, "
           f"precision {best['precision']}, recall {best['recall']}")
     print(f"{len(sentences)} sentences, {audio_seconds / 60:.1f} min of audio; real-time factor {rtf:.3f} "
-          f"on {os.cpu_count()} cores ({cpu_flags()})")
+          f"on {os.cpu_count()} cores ({noted_cpu_flags()})")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({
         "model": args.model, "lexicon": args.lexicon, "manifest": args.manifest, "command": " ".join(["python", *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
         "sentences": len(sentences), "audio_minutes": round(audio_seconds / 60, 2), "real_time_factor": round(rtf, 4), "by_threshold": table,
         "best_f1": best, "drug_free": drug_free, "joined": joined,
         "examples": sentences[:20],

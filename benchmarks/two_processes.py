@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from s2t_hf.training.precision import noted_cpu_flags  # noqa: E402
+
 METRICS = ["test_top1", "test_top5", "test_cer", "test_clips", "test_loss", "eval_top1", "eval_clips", "eval_loss"]
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags) or "none of avx2/avx512"
 
 
 def run(command: list[str], threads: int) -> tuple[float, subprocess.CompletedProcess]:
@@ -86,7 +85,7 @@ def main() -> None:
     print("two processes == one-process evaluation of the same checkpoint:", equal)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
         "command": " ".join(["python", *sys.argv]), "steps": args.steps, "effective_batch": args.batch, "names": args.max_names,
         "runs": {name: {key: row[key] for key in ["wall_s", "train_runtime", *METRICS] if key in row} for name, row in rows.items()},
         "ranking_metrics_equal": equal,

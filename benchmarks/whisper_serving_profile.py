@@ -36,13 +36,9 @@ import torch  # noqa: E402
 from s2t_hf import S2T  # noqa: E402
 from s2t_hf.decoding import whisper  # noqa: E402
 from s2t_hf.models.processor import INPUT_LENGTHS, clip_features, pad_features  # noqa: E402
+from s2t_hf.training.precision import noted_cpu_flags  # noqa: E402
 
 PARTS = ("features", "encoder", "prompt and keys", "greedy transcript", "names' search")
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
 
 
 @torch.no_grad()
@@ -112,7 +108,7 @@ def main() -> None:
         result["same_best_as_first"] = sum(a == b for a, b in zip(result["best"], first)) / len(clips)
         results.append(result)
     print(f"{len(clips)} clips of {manifest}, batches of {args.batch}, {args.threads} thread(s), "
-          f"{os.cpu_count()} cores ({cpu_flags()}); load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} cores ({noted_cpu_flags()}); load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| variant | " + " | ".join(PARTS)
           + " | all, ms a clip | clips/s | nodes expanded (median / mean / p90) | projected | top-1 | same best name |")
     print("|---" * (len(PARTS) + 7) + "|")
@@ -127,7 +123,7 @@ def main() -> None:
         del result["best"]
     Path(args.output).write_text(json.dumps({
         "model": args.model, "manifest": str(manifest), "clips": len(clips), "batch": args.batch, "threads": args.threads,
-        "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
         "load_average": [load_before[0], os.getloadavg()[0]], "variants": results,
     }, indent=1))
     print(f"written to {args.output}")

@@ -5,7 +5,7 @@ import logging
 import pytest
 from transformers import TrainingArguments
 
-from s2t_hf.training.precision import cpu_flags, cpu_has_native_bf16, settle_cpu_precision
+from s2t_hf.training.precision import cpu_flags, cpu_has_native_bf16, noted_cpu_flags, settle_cpu_precision
 
 AVX2_ONLY = {"sse4_2", "avx", "avx2", "fma"}
 SAPPHIRE_RAPIDS = AVX2_ONLY | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
@@ -72,3 +72,9 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbugs\t\t: spectre\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_benchmarks_state_the_flags_that_decide_a_timing_in_one_order():
+    assert noted_cpu_flags({"amx_bf16", "sse4_2", "avx2", "avx512_bf16", "avx512f"}) == "avx2 avx512f avx512_bf16 amx_bf16"
+    assert noted_cpu_flags({"avx2", "fma"}) == "avx2"
+    assert noted_cpu_flags(set()) == "none of avx2/avx512"

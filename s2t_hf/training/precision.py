@@ -32,6 +32,13 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
+def noted_cpu_flags(flags: set[str] | None = None) -> str:
+    """The flags that decide a CPU timing here (vector width, native bf16), as benchmarks state
+    their machine: e.g. "avx2 avx512f avx512_bf16 amx_bf16"."""
+    flags = cpu_flags() if flags is None else flags
+    return " ".join(flag for flag in ("avx2", "avx512f", *NATIVE_BF16_FLAGS) if flag in flags) or "none of avx2/avx512"
+
+
 CPU_BF16_SETTING = "S2T_HF_CPU_BF16"
 
 
