@@ -82,11 +82,12 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=320, help="random clips of the manifest (default 320)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quantize", default=None, choices=["int8"], help="load the model int8-quantized (S2T.from_pretrained)")
     parser.add_argument("--variant", action="append", default=[], help="JSON of WhisperRanker attributes, e.g. '{\"round_size\": 4}'")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "whisper_serving_profile.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recogniser = S2T.from_pretrained(args.model)
+    recogniser = S2T.from_pretrained(args.model, quantize=args.quantize)
     if not isinstance(recogniser.ranker, whisper.WhisperRanker):
         parser.error(f"{args.model} is not a Whisper model: this profile times Whisper's parts")
     manifest = Path(args.manifest)
@@ -107,7 +108,7 @@ def main() -> None:
         first = results[0]["best"] if results else result["best"]
         result["same_best_as_first"] = sum(a == b for a, b in zip(result["best"], first)) / len(clips)
         results.append(result)
-    print(f"{len(clips)} clips of {manifest}, batches of {args.batch}, {args.threads} thread(s), "
+    print(f"{args.model}{' (' + args.quantize + ')' if args.quantize else ''}: {len(clips)} clips of {manifest}, batches of {args.batch}, {args.threads} thread(s), "
           f"{os.cpu_count()} cores ({noted_cpu_flags()}); load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| variant | " + " | ".join(PARTS)
           + " | all, ms a clip | clips/s | nodes expanded (median / mean / p90) | projected | top-1 | same best name |")
@@ -122,7 +123,7 @@ def main() -> None:
     for result in results:
         del result["best"]
     Path(args.output).write_text(json.dumps({
-        "model": args.model, "manifest": str(manifest), "clips": len(clips), "batch": args.batch, "threads": args.threads,
+        "model": args.model, "quantize": args.quantize, "manifest": str(manifest), "clips": len(clips), "batch": args.batch, "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
         "load_average": [load_before[0], os.getloadavg()[0]], "variants": results,
     }, indent=1))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .audio.channels import CHANNELS, ChannelError, parse_condition
 from .evaluation.metrics import TOP_KS
+from .models.quantization import QUANTIZATIONS
 from .text.lexicon import DEFAULT_LEXICON, LexiconError, build_lexicon, load_lexicon
 
 logger = logging.getLogger("s2t_hf")
@@ -56,11 +57,15 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
     return 0
 
 
+QUANTIZE_HELP = ("int8: dynamic int8 quantization of the linear layers, CPU only: faster serving, "
+                 "scores approximate float32's (README, Serving)")
+
+
 def load_recogniser(args: argparse.Namespace):
     from .inference.recognizer import S2T
 
     revision = {"revision": args.revision} if getattr(args, "revision", None) else {}
-    return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device, **revision)
+    return S2T.from_pretrained(args.model, lexicon=args.lexicon, device=args.device, quantize=getattr(args, "quantize", None), **revision)
 
 
 def read_candidates(value: str | None) -> list[str] | None:
@@ -196,7 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     results = compare_models(
         args.models, args.manifest, args.cache, requested_conditions(args), lexicon=args.lexicon, device=args.device, max_clips=args.max_clips,
-        progress=not args.json,
+        progress=not args.json, quantize=args.quantize,
     )
     if args.json:
         print(json.dumps({model: {condition: {key: value for key, value in summary.items() if key != "records"}
@@ -346,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name != "calibrate":
             command.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load (default: main)")
+            command.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help=QUANTIZE_HELP)
         command.set_defaults(run=handler)
         if name == "recognize":
             command.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, mono or stereo)")
@@ -389,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     spotting.add_argument("--window-seconds", type=float, default=20.0, help="long recordings are searched in windows this long")
     spotting.add_argument("--overlap-seconds", type=float, default=4.0, help="how much consecutive windows overlap")
     spotting.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    spotting.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     spotting.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load")
     spotting.add_argument("--json", action="store_true", help="print one JSON object per recording")
     spotting.set_defaults(run=cmd_spot)
@@ -406,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--lexicon", default=None, help="names to rank (default: the model's own lexicon.txt)")
     serve.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    serve.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     serve.add_argument("--revision", default=None, help="for a Hub id: the branch, tag or commit to load")
     serve.add_argument("--max-batch", type=int, default=16, help="clips in one forward pass (default 16; 1 turns batching off)")
     serve.add_argument("--workers", type=int, default=2,
@@ -434,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--max-clips", type=int, default=None, help="a random subset of this many clips, the same for every model")
     compare.add_argument("--lexicon", default=None, help="names to rank (default: each model's own lexicon.txt)")
     compare.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    compare.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help=QUANTIZE_HELP)
     compare.add_argument("--json", action="store_true", help="print JSON summaries instead of the table")
     compare.set_defaults(run=cmd_compare)
     return parser

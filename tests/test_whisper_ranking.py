@@ -432,3 +432,21 @@ def test_greedy_transcript_is_generates_and_scored_as_teacher_forcing(tokenizer,
         assert ours == text[:5] + [end]
     model.generation_config = kept
     assert ranker.transcribe_and_score(model, hidden[:0])[1].shape == (0, len(lexicon))
+
+
+def test_clips_of_one_length_score_the_same_alone_and_together(tokenizer, sure_clips):
+    """Clips of Whisper's fixed window share a batch through stacked cross-attention keys (one
+    product per layer for all clips, rows padded per clip): each clip's scores and search are
+    what it gets alone."""
+    lexicon = build_lexicon(NAMES)
+    model, hidden = sure_clips
+    ranker = WhisperRanker(lexicon, tokenizer, prompt_of(tokenizer), prune_margin=3.0, top_k=3, round_size=3, round_band=1.0)
+    together = ranker.scores(model, hidden)
+    together_stats = ranker.last_stats
+    assert len({stats["nodes_expanded"] for stats in together_stats}) > 1  # unequal rows per clip: padding is exercised
+    for clip in range(len(hidden)):
+        alone = ranker.scores(model, hidden[clip : clip + 1])
+        assert torch.equal(torch.isfinite(alone[0]), torch.isfinite(together[clip]))
+        finite = torch.isfinite(alone[0])
+        torch.testing.assert_close(alone[0][finite], together[clip][finite], rtol=1e-6, atol=1e-5)
+        assert ranker.last_stats[0]["nodes_expanded"] == together_stats[clip]["nodes_expanded"]

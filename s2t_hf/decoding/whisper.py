@@ -251,8 +251,7 @@ def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: t
         size = VOCAB_CHUNK * max(1, min(4, 64 // len(group)))  # few rows: bigger chunks, fewer steps
         peak = sums = None
         for start in range(0, weight.shape[0], size):
-            chunk_bias = None if bias is None else bias[start : start + size]
-            logits = torch.nn.functional.linear(group, weight[start : start + size], chunk_bias).float()
+            logits = vocabulary_logits(projection, group, start, start + size).float()
             chunk_peak = logits.amax(-1, keepdim=True)
             if peak is None:
                 peak, sums = chunk_peak, (logits - chunk_peak).exp_().sum(-1, keepdim=True)
@@ -264,7 +263,18 @@ def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: t
     chosen = (hidden[rows] * weight[tokens]).sum(-1).float()
     if bias is not None:
         chosen = chosen + bias[tokens].float()
-    return chosen - torch.cat(normalisers)[rows]
+    # <= 0 as a log-probability must be (the search's prefix bounds rely on it): float rounding,
+    # or an int8 product's normaliser against the chosen row's float product, can put it above
+    return (chosen - torch.cat(normalisers)[rows]).clamp(max=0.0)
+
+
+def vocabulary_logits(projection: torch.nn.Module, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Logits of tokens start..stop-1 for rows (rows, d_model): the projection's own product
+    where it has one (`models.quantization.Int8Projection`: int8), else with its weights."""
+    if hasattr(projection, "vocabulary_logits"):
+        return projection.vocabulary_logits(hidden, start, stop)
+    bias = None if projection.bias is None else projection.bias[start:stop]
+    return torch.nn.functional.linear(hidden, projection.weight[start:stop], bias)
 
 
 class Prompted:
@@ -344,7 +354,7 @@ def greedy_decode(
     scores = torch.zeros(clips, dtype=torch.float64)
     running, states = torch.arange(clips, device=device), prompted.roots
     for step in range(max_tokens):
-        logits = torch.nn.functional.linear(states, projection.weight, projection.bias).float()
+        logits = vocabulary_logits(projection, states, 0, vocabulary).float()
         if step == max_tokens - 1:
             tokens = torch.full((len(running),), end_id, device=device)
         else:
@@ -820,6 +830,7 @@ class _Search:
     def __init__(self, ranker: WhisperRanker, decoder, projection, prompted: Prompted, bounded: bool):
         self.ranker, self.decoder, self.projection, self.tree = ranker, decoder, projection, ranker.tree
         self.cross, self.prompt_keys, self.prompt_values = prompted.cross, prompted.keys, prompted.values
+        self.stacked_cross = prompted.stacked  # per layer (clips, heads, frames, head_dim), or None for clips of several lengths
         device, dtype = prompted.roots.device, prompted.roots.dtype
         attention = decoder.layers[0].self_attn
         clips, tree = len(prompted.cross), ranker.tree
@@ -920,9 +931,18 @@ class _Search:
         longest = int(depth.max())
         on_path = torch.arange(longest) < depth[:, None]  # (rows, longest)
         path_slots = store.slot_of[clips[:, None], tree.paths[nodes, :longest]].masked_fill(~on_path, 0).to(device)
-        blocked = ~on_path.to(device)[:, None, :]  # (rows, 1, longest)
         row_clips = clips.to(device)
+        # each row attends to the prompt (its clip's) and to its path: one fused attention call per
+        # layer over (prompt + longest) keys, the positions past a row's depth masked
+        attend = torch.cat([torch.ones(len(nodes), prompt_length, dtype=torch.bool), on_path], 1).to(device)[:, None, None, :]
         groups = self._groups(clips)
+        if self.stacked_cross is not None:
+            # rows laid out (clips of this round, their most rows): the cross-attention of all clips in
+            # one batched product against the stacked keys, instead of a call per clip
+            round_clips = torch.tensor([clip for clip, _, _ in groups], device=device)
+            group_of = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([end - first for _, first, end in groups])).to(device)
+            place = torch.cat([torch.arange(end - first) for _, first, end in groups]).to(device)
+            widest = max(end - first for _, first, end in groups)
         states = decoder.embed_tokens(tree.tokens[nodes].to(device)) + decoder.embed_positions.weight[(prompt_length + depth - 1).to(device)]
         for index, layer in enumerate(decoder.layers):
             attention = layer.self_attn
@@ -930,19 +950,33 @@ class _Search:
             queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (rows, heads, head_dim)
             store.keys(index)[slots] = _split_heads(attention, attention.k_proj(hidden))
             store.values(index)[slots] = _split_heads(attention, attention.v_proj(hidden))
-            path_keys, path_values = store.keys(index)[path_slots], store.values(index)[path_slots]  # (rows, longest, heads, head_dim)
-            prompt_keys, prompt_values = self.prompt_keys[index][row_clips], self.prompt_values[index][row_clips]
-            weights = torch.cat([
-                torch.einsum("rhe,rphe->rhp", queries, prompt_keys),
-                torch.einsum("rhe,rlhe->rhl", queries, path_keys).masked_fill(blocked, -float("inf")),
-            ], dim=-1).softmax(-1)
-            output = torch.einsum("rhp,rphe->rhe", weights[..., :prompt_length], prompt_values)
-            output = output + torch.einsum("rhl,rlhe->rhe", weights[..., prompt_length:], path_values)
+            keys = torch.cat([self.prompt_keys[index][row_clips], store.keys(index)[path_slots]], 1)  # (rows, prompt + longest, heads, head_dim)
+            values = torch.cat([self.prompt_values[index][row_clips], store.values(index)[path_slots]], 1)
+            output = torch.nn.functional.scaled_dot_product_attention(
+                queries[:, :, None], keys.transpose(1, 2), values.transpose(1, 2), attn_mask=attend, scale=1.0)  # queries are scaled
             states = states + attention.out_proj(output.reshape(len(nodes), -1))
-            cross = torch.cat([_cross_attention(layer, states[first:end], *self.cross[clip][index]) for clip, first, end in groups])
+            if self.stacked_cross is None:
+                cross = torch.cat([_cross_attention(layer, states[first:end], *self.cross[clip][index]) for clip, first, end in groups])
+            else:
+                cross = self._stacked_cross_attention(layer, index, states, round_clips, group_of, place, widest)
             states = states + cross
             states = states + _feed_forward(layer, states)
         return decoder.layer_norm(states)
+
+    def _stacked_cross_attention(self, layer, index: int, states: torch.Tensor, round_clips: torch.Tensor, group_of: torch.Tensor,
+                                 place: torch.Tensor, widest: int) -> torch.Tensor:
+        """The cross-attention block's output for rows (rows, d_model) grouped by clip: row r is
+        the `place[r]`-th of clip `round_clips[group_of[r]]`'s rows; one product per layer."""
+        attention = layer.encoder_attn
+        queries = attention.q_proj(layer.encoder_attn_layer_norm(states)) * attention.scaling
+        padded = queries.new_zeros(len(round_clips), widest, queries.shape[-1])
+        padded[group_of, place] = queries
+        keys, values = self.stacked_cross[index]
+        if len(round_clips) < len(keys):
+            keys, values = keys[round_clips], values[round_clips]
+        padded = padded.view(len(round_clips), widest, attention.num_heads, attention.head_dim).transpose(1, 2)
+        output = torch.nn.functional.scaled_dot_product_attention(padded, keys, values, scale=1.0)  # (clips, heads, widest, head_dim)
+        return attention.out_proj(output.transpose(1, 2)[group_of, place].reshape(len(states), -1))
 
     def _path_states(self, clips: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """The same states by running each node's whole path (prompt + tokens) again: no cache."""

