@@ -19,6 +19,7 @@ one-box deployment; the load average is recorded.
 
     python benchmarks/serve_load.py outputs/quickstart               # ~40 minutes on 2 cores (17 of them the memory run)
     python benchmarks/serve_load.py outputs/quickstart --quick       # fewer requests, 500 for memory
+    python benchmarks/serve_load.py outputs/quickstart --quantize int8 --default-only   # int8, batching and 2 workers only
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 import soundfile
 
 from s2t_hf.serving.server import free_port
+from s2t_hf.training.precision import noted_cpu_flags
 
 
 def read_clips(manifest: Path, count: int, seed: int = 0) -> list[tuple[str, bytes, str]]:
@@ -190,21 +192,24 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=30.0)
     parser.add_argument("--rss-requests", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="100 requests a level, 10-s open loop, 500 for memory")
+    parser.add_argument("--quantize", default=None, choices=["int8"], help="serve the model int8-quantized (s2t-hf serve --quantize)")
+    parser.add_argument("--default-only", action="store_true", help="only the default configuration (batching, 2 workers)")
     parser.add_argument("--output", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.open_seconds, args.rss_requests = 100, 10.0, 500
     clips = read_clips(Path(args.manifest), args.clips)
-    results = {"model": args.model, "clips": len(clips), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+    results = {"model": args.model, "quantize": args.quantize, "cpu_flags": noted_cpu_flags(), "clips": len(clips), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "clip_seconds_mean": round(statistics.fmean(soundfile.info(io.BytesIO(data)).duration for _, data, _ in clips), 2),
                "runs": {}}
     configurations = [
         ("batching (max 16 clips, 10 ms), 2 workers", 16, ["--workers", "2"]),
         ("batching (max 16 clips, 10 ms), 1 worker", 16, ["--workers", "1"]),
         ("no batching, 2 workers", 1, ["--workers", "2"]),
-    ]
+    ][: 1 if args.default_only else None]
+    quantize = ["--quantize", args.quantize] if args.quantize else []
     for index, (label, max_batch, extra) in enumerate(configurations):
-        server = Server(args.model, max_batch, extra)
+        server = Server(args.model, max_batch, extra + quantize)
         try:
             server.wait()
             run = {"memory_after_warm_up": server.memory()}

@@ -64,7 +64,9 @@ the final layer norm; the output projection, tied to the token embedding) instea
 attends to its own path of cached tree nodes, rows of different depths and clips share a batch,
 and one clip's cross-attention keys serve all its rows. tests/test_whisper_ranking.py checks it
 against `model.model.decoder` + `proj_out`. It reads the modules at call time, so it follows
-the weights as they train, in the model's dtype and on its device.
+the weights as they train, in the model's dtype and on its device, and it runs a model whose
+linear layers are int8 (`models.quantization`; the whole-vocabulary products then go through
+the projection's own int8 `vocabulary_logits`).
 """
 
 from __future__ import annotations
