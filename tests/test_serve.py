@@ -62,6 +62,7 @@ def test_recognize_answers_what_the_cli_prints(client, clips, untrained_model):
 def test_health_lexicon_page_and_openapi(client, recogniser):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["names"] == len(recogniser.lexicon) and health["api_key_required"] is False
+    assert health["quantization"] is None
     assert client.get("/v1/lexicon").json() == {"count": len(recogniser.lexicon), "names": [entry.name for entry in recogniser.lexicon]}
     page = client.get("/")
     assert page.status_code == 200 and 'id="top-name"' in page.text and "://" not in page.text  # nothing from a CDN
@@ -295,3 +296,14 @@ def test_spot_with_a_model_that_cannot_spot_says_why(tmp_path, clips):
         response = client.post("/v1/spot", files={"audio": ("a.wav", clips[0].read_bytes(), "audio/wav")})
     assert response.status_code == 501 and response.json()["reason"] == "cannot-spot"
     assert "spotting needs Whisper" in response.json()["error"]
+
+
+def test_an_int8_model_serves_and_says_so(untrained_model, clips):
+    """`s2t-hf serve --quantize int8`: the service answers with the int8 model and /healthz names it."""
+    recogniser = S2T.from_pretrained(untrained_model, quantize="int8")
+    with TestClient(create_app(recogniser, ServeSettings())) as client:
+        assert client.get("/healthz").json()["quantization"] == "int8"
+        response = upload(client, clips[0].read_bytes(), top_k=3)
+        assert response.status_code == 200, response.text
+        expected = recogniser.recognize(str(clips[0]), top_k=3)
+        assert [candidate["name"] for candidate in response.json()["candidates"]] == [candidate.name for candidate in expected.candidates]

@@ -119,6 +119,7 @@ def create_app(recogniser: S2T, settings: ServeSettings | None = None, warm_up: 
         return {
             "status": "ok",
             "model": recogniser.source,
+            "quantization": getattr(recogniser, "quantization", None),  # "int8" when served with --quantize int8
             "names": len(recogniser.lexicon),
             "waiting": batcher.waiting,
             "batches": stats.batches,
