@@ -199,7 +199,8 @@ def main() -> None:
     if args.quick:
         args.requests, args.open_seconds, args.rss_requests = 100, 10.0, 500
     clips = read_clips(Path(args.manifest), args.clips)
-    results = {"model": args.model, "quantize": args.quantize, "cpu_flags": noted_cpu_flags(), "clips": len(clips), "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+    results = {"model": args.model, "quantize": args.quantize, "cpu_flags": noted_cpu_flags(), "clips": len(clips),
+               "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                "clip_seconds_mean": round(statistics.fmean(soundfile.info(io.BytesIO(data)).duration for _, data, _ in clips), 2),
                "runs": {}}
     configurations = [

@@ -108,7 +108,8 @@ def main() -> None:
         first = results[0]["best"] if results else result["best"]
         result["same_best_as_first"] = sum(a == b for a, b in zip(result["best"], first)) / len(clips)
         results.append(result)
-    print(f"{args.model}{' (' + args.quantize + ')' if args.quantize else ''}: {len(clips)} clips of {manifest}, batches of {args.batch}, {args.threads} thread(s), "
+    quantized = f" ({args.quantize})" if args.quantize else ""
+    print(f"{args.model}{quantized}: {len(clips)} clips of {manifest}, batches of {args.batch}, {args.threads} thread(s), "
           f"{os.cpu_count()} cores ({noted_cpu_flags()}); load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| variant | " + " | ".join(PARTS)
           + " | all, ms a clip | clips/s | nodes expanded (median / mean / p90) | projected | top-1 | same best name |")
@@ -123,7 +124,8 @@ def main() -> None:
     for result in results:
         del result["best"]
     Path(args.output).write_text(json.dumps({
-        "model": args.model, "quantize": args.quantize, "manifest": str(manifest), "clips": len(clips), "batch": args.batch, "threads": args.threads,
+        "model": args.model, "quantize": args.quantize, "manifest": str(manifest), "clips": len(clips), "batch": args.batch,
+        "threads": args.threads,
         "machine": {"cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "platform": platform.platform()},
         "load_average": [load_before[0], os.getloadavg()[0]], "variants": results,
     }, indent=1))

@@ -942,7 +942,8 @@ class _Search:
             # rows laid out (clips of this round, their most rows): the cross-attention of all clips in
             # one batched product against the stacked keys, instead of a call per clip
             round_clips = torch.tensor([clip for clip, _, _ in groups], device=device)
-            group_of = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([end - first for _, first, end in groups])).to(device)
+            sizes = torch.tensor([end - first for _, first, end in groups])
+            group_of = torch.repeat_interleave(torch.arange(len(groups)), sizes).to(device)
             place = torch.cat([torch.arange(end - first) for _, first, end in groups]).to(device)
             widest = max(end - first for _, first, end in groups)
         states = decoder.embed_tokens(tree.tokens[nodes].to(device)) + decoder.embed_positions.weight[(prompt_length + depth - 1).to(device)]
@@ -952,7 +953,8 @@ class _Search:
             queries = _split_heads(attention, attention.q_proj(hidden) * attention.scaling)  # (rows, heads, head_dim)
             store.keys(index)[slots] = _split_heads(attention, attention.k_proj(hidden))
             store.values(index)[slots] = _split_heads(attention, attention.v_proj(hidden))
-            keys = torch.cat([self.prompt_keys[index][row_clips], store.keys(index)[path_slots]], 1)  # (rows, prompt + longest, heads, head_dim)
+            # (rows, prompt + longest, heads, head_dim)
+            keys = torch.cat([self.prompt_keys[index][row_clips], store.keys(index)[path_slots]], 1)
             values = torch.cat([self.prompt_values[index][row_clips], store.values(index)[path_slots]], 1)
             output = torch.nn.functional.scaled_dot_product_attention(
                 queries[:, :, None], keys.transpose(1, 2), values.transpose(1, 2), attn_mask=attend, scale=1.0)  # queries are scaled
