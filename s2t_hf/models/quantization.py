@@ -13,10 +13,11 @@ torch and its fbgemm kernels are what makes this fast on the CPU: a per-row-scal
 through `torch._int_mm` (torchao's dynamic int8 path) took 9.7 ms for the product above.
 
 It is an approximation of the float32 model, for serving: accuracy and agreement with float32
-are measured, not assumed (README, "Serving"). Two consequences of the per-call input scale:
-scores move by small amounts (hundredths of a nat) against float32, and a clip's scores can
-differ by similarly small amounts with the clips it is batched with (their frames share the
-scale). Training and every reported metric stay float32.
+are measured, not assumed (README, "Serving": for the quickstart model the best name's
+log-likelihood moves by a median 0.06-0.22 nats, and its top-1 falls 1 point on clean synthetic
+voices, 4.6 in white noise at 10 dB). The input scale is taken per product, so a clip's scores
+also move a little with the clips it is batched with (their frames share the scale). Training
+and every reported metric stay float32.
 
 Whisper's output projection is tied to the token embedding and read directly by the names'
 search (`decoding/whisper.py` gathers single rows for chosen tokens and projects the whole
