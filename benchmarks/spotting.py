@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--max-sentences", type=int, default=None)
     parser.add_argument("--lexicon", default=None, help="names to spot (default: the model's lexicon.txt); reference names outside it are "
                                                        "not counted (e.g. the real-voice check's ordinary words)")
+    parser.add_argument("--quantize", default=None, choices=["int8"], help="load the model int8-quantized (S2T.from_pretrained)")
     parser.add_argument("--output", default="benchmarks/results/spotting.json")
     parser.add_argument("--records", default=None,
                         help="also write every sentence's detections here (JSON), to score other thresholds later")
@@ -102,7 +103,7 @@ def main() -> None:
                         help="also spot recordings made of N sentences one after another (0.5 s apart): long recordings, searched "
                              "in windows (CTC: overlapping, detections merged; Whisper: cut at pauses)")
     args = parser.parse_args()
-    recogniser = S2T.from_pretrained(args.model, lexicon=args.lexicon)
+    recogniser = S2T.from_pretrained(args.model, lexicon=args.lexicon, quantize=args.quantize)
     names = {entry.label for entry in recogniser.lexicon}
     sentences, spent = spot_sentences(recogniser, args.manifest, min(args.thresholds), args.max_sentences)
     audio_seconds = sum(sentence["duration"] for sentence in sentences)

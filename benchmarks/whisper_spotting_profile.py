@@ -67,9 +67,10 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="a sentence manifest (path column)")
     parser.add_argument("--lexicon", default=None, help="names to rank (default: the model's own)")
     parser.add_argument("--every", type=int, default=25, help="spot every N-th sentence (default 25)")
+    parser.add_argument("--quantize", default=None, choices=["int8"], help="load the model int8-quantized (S2T.from_pretrained)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "whisper_spotting_profile.json"))
     args = parser.parse_args()
-    recogniser = S2T.from_pretrained(args.model, lexicon=args.lexicon)
+    recogniser = S2T.from_pretrained(args.model, lexicon=args.lexicon, quantize=args.quantize)
     manifest = Path(args.manifest)
     with manifest.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))[:: args.every]
