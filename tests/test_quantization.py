@@ -89,7 +89,7 @@ def test_a_quantized_whisper_ranks_names_as_float32_does(tokenizer):
 
 def test_every_family_loads_quantized_and_recognises(untrained_model, tmp_path):
     """A CTC model (the mel-conformer) and an encoder-decoder (tiny random Whisper with the real
-    tiny.en tokenizer) load with quantize="int8" and give results of the float model's shape and names."""
+    tiny.en tokenizer) load with quantize="int8", keep no float linear layer, and answer as many names as the float model."""
     clip = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
     for folder in (untrained_model, whisper_tiny_en(tmp_path / "whisper")):
         floats = S2T.from_pretrained(folder)
@@ -98,7 +98,6 @@ def test_every_family_loads_quantized_and_recognises(untrained_model, tmp_path):
         assert not any(type(module) is torch.nn.Linear for module in int8.model.modules())
         result, reference = int8.recognize((clip, 16000), top_k=3), floats.recognize((clip, 16000), top_k=3)
         assert len(result.candidates) == len(reference.candidates) > 0
-        assert {candidate.name for candidate in result.candidates} <= {entry.name for entry in int8.lexicon}
         assert int8.restricted_to([int8.lexicon[0].name]).quantization == "int8"
 
 
