@@ -145,3 +145,25 @@ def untrained_model(tmp_path_factory, lexicon):
 @pytest.fixture
 def untrained_model_copy(tmp_path, untrained_model):
     return shutil.copytree(untrained_model, tmp_path / "untrained_model")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread, for the modules that ask (`pytestmark =
+    pytest.mark.usefixtures("one_thread")`). With two threads on two busy cores every small op
+    waits for the other thread's time slice: a tiny forward takes 80 ms instead of 1."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A small Whisper byte-level BPE tokenizer trained on the Whisper tests' names
+    (`tests/test_whisper_ranking.py: build_tokenizer`), one per module."""
+    from tests.test_whisper_ranking import build_tokenizer
+
+    return build_tokenizer()

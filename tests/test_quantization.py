@@ -19,20 +19,9 @@ from s2t_hf.models.quantization import Int8Projection, quantize_int8
 from s2t_hf.text.lexicon import build_lexicon
 
 from .families import whisper_tiny_en
-from .test_whisper_ranking import NAMES, build_tokenizer, prompt_of, steered, tiny_whisper
+from .test_whisper_ranking import NAMES, prompt_of, steered, tiny_whisper
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py; `tokenizer` comes from there too
 
 
 @pytest.mark.parametrize("bias", [False, True])

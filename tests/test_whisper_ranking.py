@@ -41,19 +41,7 @@ def build_tokenizer() -> WhisperTokenizer:
     return whisper
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> WhisperTokenizer:
-    return build_tokenizer()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread. (With two threads on two busy cores every small op waits for
-    the other thread's time slice: a tiny forward takes 80 ms instead of 1.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py; `tokenizer` (build_tokenizer's) comes from there too
 
 
 def prompt_of(tokenizer) -> list[int]:

@@ -16,22 +16,12 @@ import torch
 from s2t_hf.decoding.whisper import WhisperRanker
 from s2t_hf.decoding.whisper_spotting import WhisperSpotter, candidate_spans, cut_repetition, dtw_path, word_bounds
 from s2t_hf.text.lexicon import build_lexicon
-from tests.test_whisper_ranking import NAMES, build_tokenizer, prompt_of, steered, tiny_whisper
+from tests.test_whisper_ranking import NAMES, prompt_of, steered, tiny_whisper
 
 HEADS = [(0, 0), (1, 1)]  # any heads: a random model's times are not tested, only their shape
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py; `tokenizer` comes from there too
 
 
 @pytest.fixture(scope="module")
