@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from s2t_hf.audio.channels import looped
 from s2t_hf.audio.reading import SAMPLING_RATE, load_audio
 from s2t_hf.speech.tts import Voice, get_engine
 
@@ -53,8 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for spec in TALKERS:
             speech = talker(Voice.parse(spec), Path(folder))
-            looped = np.resize(np.roll(speech, -int(rng.integers(len(speech)))), length)  # its own offset, looped to 30 s
-            mixture += looped / (np.sqrt(np.mean(speech**2)) or 1.0)
+            mixture += looped(speech, length, rng) / (np.sqrt(np.mean(speech**2)) or 1.0)  # its own offset, looped to 30 s
             print(f"{spec}: {len(speech) / SAMPLING_RATE:.1f} s of speech")
     mixture *= 0.9 / np.max(np.abs(mixture))
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)

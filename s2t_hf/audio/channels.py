@@ -84,10 +84,14 @@ def _babble() -> np.ndarray:
     return audio
 
 
+def looped(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` samples of `audio` from a random offset, wrapping round to its start as often as needed."""
+    return np.resize(np.roll(audio, -int(rng.integers(len(audio)))), length)
+
+
 def babble(length: int, rng: np.random.Generator) -> np.ndarray:
     """A random stretch of the babble recording (looped if the clip is longer)."""
-    bank = _babble()
-    return np.resize(np.roll(bank, -int(rng.integers(len(bank)))), length)
+    return looped(_babble(), length, rng)
 
 
 def hum(length: int, rng: np.random.Generator) -> np.ndarray:
