@@ -50,7 +50,8 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
         splits = merge_shards(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed)
     else:
         splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers,
-                              sentences_per_voice=args.sentences_per_voice, drug_free_sentences_per_voice=args.drug_free_sentences_per_voice)
+                              sentences_per_voice=args.sentences_per_voice, drug_free_sentences_per_voice=args.drug_free_sentences_per_voice,
+                              drug_free_words_per_voice=args.drug_free_words_per_voice)
     for name, split in splits.items():
         print(f"{name}: {len(split)} clips, speakers: {', '.join(sorted(set(split['speaker'])))}")
     print(f"DatasetDict saved to {Path(args.output) / DATASET_FOLDER}; manifest: {Path(args.output) / 'manifest.tsv'}")
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sentences-per-voice", type=int, default=0,
                       help="also speak this many sentences around the names per voice (refill requests, dictation); for spotting")
     data.add_argument("--drug-free-sentences-per-voice", type=int, default=0, help="sentences without a drug name per voice (false alarms)")
+    data.add_argument("--drug-free-words-per-voice", type=int, default=0,
+                      help="ordinary English words said alone per voice (listed with the drug-free sentences)")
     sharding = data.add_mutually_exclusive_group()
     sharding.add_argument("--shard", default=None, metavar="I/N",
                           help="synthesise only the I-th of N disjoint parts (one machine's share, into shared storage); then --merge")

@@ -10,9 +10,9 @@ import soundfile
 from datasets import load_from_disk
 
 from s2t_hf.speech.corpus import build_corpus
-from s2t_hf.speech.sentences import DRUG_FREE, WITH_NAMES, plan_sentences, render
+from s2t_hf.speech.sentences import DRUG_FREE, WITH_NAMES, common_words, plan_sentences, render
 from s2t_hf.speech.synthesis import read_manifest
-from s2t_hf.text.lexicon import build_lexicon, normalize_name
+from s2t_hf.text.lexicon import build_lexicon, load_lexicon, normalize_name
 
 from .conftest import TEST_NAMES, require_program
 
@@ -40,18 +40,36 @@ def test_a_plan_uses_every_name_and_holds_drug_free_sentences():
     assert {sentence.text for sentence in sentences if not sentence.names} <= set(DRUG_FREE)
 
 
+def test_ordinary_words_said_alone_follow_the_plan_without_changing_it():
+    lexicon = build_lexicon(TEST_NAMES)
+    without = plan_sentences(lexicon, count=30, drug_free=5, seed=1)
+    with_words = plan_sentences(lexicon, count=30, drug_free=5, seed=1, words=40)
+    assert with_words[:35] == without  # the cached sentences keep their numbers
+    words = [sentence.pieces for sentence in with_words[35:]]
+    assert len(words) == len({piece for piece, in words}) == 40 and all(not sentence.names for sentence in with_words[35:])
+    assert plan_sentences(lexicon, count=30, drug_free=5, seed=2, words=40)[35:] != with_words[35:]  # each voice its own words
+
+
+def test_the_common_words_are_speakable_and_none_is_a_drug_name_or_a_real_voice_check_word():
+    words = common_words()
+    assert len(words) == len(set(words)) >= 1000
+    assert all(normalize_name(word) == word for word in words)
+    drugs = {entry.label for name in ["brand", "generic", "real-voice-words"] for entry in load_lexicon(name)}
+    assert not drugs & set(words)
+
+
 def test_a_corpus_with_sentences_adds_them_to_training_and_lists_every_names_time(tmp_path):
     require_program("espeak-ng")
     require_program("flite")
     lexicon = build_lexicon(TEST_NAMES)
     voices = ["espeak-ng:en-us", "espeak-ng:en-gb+f2", "flite:slt", "flite:kal16"]
     splits = build_corpus(lexicon, voices, tmp_path, ["flite:kal16"], ["flite:slt"], progress=False,
-                          sentences_per_voice=8, drug_free_sentences_per_voice=2)
-    assert len(splits["train"]) == 2 * 6 + 2 * 10  # the names of two training voices, and their sentences
+                          sentences_per_voice=8, drug_free_sentences_per_voice=2, drug_free_words_per_voice=3)
+    assert len(splits["train"]) == 2 * 6 + 2 * 13  # the names of two training voices, their sentences and words
     assert len(splits["validation"]) == len(splits["test"]) == 6  # held-out splits stay isolated names
     assert len(load_from_disk(str(tmp_path / "dataset"))["train"]) == len(splits["train"])  # what other processes read
     rows = read_manifest(tmp_path / "manifest-sentences-test.tsv")
-    assert len(rows) == 10 and {row["voice"] for row in rows} == {"flite:slt"}
+    assert len(rows) == 13 and {row["voice"] for row in rows} == {"flite:slt"}
     for row in rows:
         audio, rate = soundfile.read(tmp_path / row["path"], dtype="float32")
         assert rate == 16000 and abs(len(audio) / rate - float(row["duration"])) < 0.01
@@ -62,4 +80,5 @@ def test_a_corpus_with_sentences_adds_them_to_training_and_lists_every_names_tim
             assert np.allclose(audio[start : start + len(clip)], clip, atol=1e-4)
             assert abs(name["end"] - name["start"] - len(clip) / rate) < 1e-3
             assert name["name"] in row["text"]
-    assert sum(not json.loads(row["names"]) for row in rows) == 2
+    assert sum(not json.loads(row["names"]) for row in rows) == 2 + 3
+    assert sum(row["text"] in common_words() for row in rows) == 3

@@ -4,6 +4,8 @@ People do not say a bare drug name: "I need a refill of my atorvastatin", "start
 hundred milligrams twice daily, stop glipizide". A sentence here is built from carrier phrases
 (templates with doses, units, frequencies and routes spoken as words) around one or two names,
 at the start, middle or end; a tenth of them hold no drug name at all, to count false alarms.
+Ordinary English words said alone (`common_words_en.txt`) are drug-free clips too: a model
+that has heard only drug names said alone takes any word said alone for one.
 
 Each sentence is spoken by one voice as pieces: the carrier phrases are synthesised (and cached)
 once per voice under `pieces/`, the names are the corpus's own clips of that voice, and the
@@ -80,6 +82,13 @@ DOSES = ["five", "ten", "twenty", "twenty five", "forty", "fifty", "one hundred"
 UNITS = ["milligrams", "micrograms", "units", "milliliters"]
 FREQUENCIES = ["once daily", "twice daily", "three times a day", "every six hours", "at bedtime", "as needed", "every morning"]
 ROUTES = ["by mouth", "orally", "under the skin", "intravenously", "on the skin"]
+COMMON_WORDS = Path(__file__).resolve().parents[1] / "text" / "lexicons" / "common_words_en.txt"
+
+
+def common_words() -> list[str]:
+    """Ordinary English words, none a drug name (scripts/make_common_words.py says which)."""
+    lines = COMMON_WORDS.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 @dataclass(frozen=True)
@@ -110,9 +119,10 @@ def render(template: str, names: list[DrugName], rng: random.Random) -> Sentence
     return Sentence(tuple(pieces), tuple(positions))
 
 
-def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: int) -> list[Sentence]:
+def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: int, words: int = 0) -> list[Sentence]:
     """`count` sentences with names (every name used about equally, in a seeded order) and
-    `drug_free` without."""
+    `drug_free` without, then `words` ordinary words said alone (distinct, drawn apart: a plan
+    with words keeps the sentences, and their numbers, of the plan without)."""
     rng = random.Random(seed)
     order = list(lexicon)
     rng.shuffle(order)
@@ -127,6 +137,8 @@ def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: in
         sentences.append(render(template, [first, second], rng))
     sentences += [Sentence((text,), ()) for text in rng.choices(DRUG_FREE, k=drug_free)]
     rng.shuffle(sentences)
+    pool = common_words()
+    sentences += [Sentence((word,), ()) for word in random.Random(f"{seed}:words").sample(pool, min(words, len(pool)))]
     return sentences
 
 
@@ -157,16 +169,16 @@ SENTENCE_COLUMNS = ["path", "text", "label", "voice", "speaker", "engine", "dura
 
 def build_sentences(
     lexicon: list[DrugName], voices: list[Voice], corpus_dir: str | Path, per_voice: int, drug_free_per_voice: int,
-    seed: int = 0, num_workers: int | None = None, progress: bool = True,
+    seed: int = 0, num_workers: int | None = None, progress: bool = True, words_per_voice: int = 0,
 ) -> list[dict]:
-    """Speak `per_voice` sentences with names and `drug_free_per_voice` without, with every
-    voice, under `corpus_dir/sentences/` (reusing what is there); return the manifest rows
+    """Speak `per_voice` sentences with names, `drug_free_per_voice` without and
+    `words_per_voice` ordinary words alone, with every voice, under `corpus_dir/sentences/` (reusing what is there); return the manifest rows
     (path relative to `corpus_dir`). The names' clips are the corpus's (`build_corpus` first)."""
     corpus_dir = Path(corpus_dir)
     rows = []
     for voice in voices:
         rng = random.Random(f"{seed}:{voice.id}")
-        sentences = plan_sentences(lexicon, per_voice, drug_free_per_voice, rng.randrange(2**32))
+        sentences = plan_sentences(lexicon, per_voice, drug_free_per_voice, rng.randrange(2**32), words_per_voice)
         pieces_dir = corpus_dir / SENTENCES_FOLDER / PIECES_FOLDER
         synthesize_corpus(carrier_pieces(sentences), [voice], pieces_dir, num_workers=num_workers, progress=progress)
         folder = corpus_dir / SENTENCES_FOLDER / clip_path(voice, DrugName("x", "x")).parent.name
