@@ -10,6 +10,7 @@ optional package, nothing to skip.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -115,6 +116,25 @@ def brute_force(ranker: WhisperRanker, model, hidden: torch.Tensor) -> torch.Ten
         per_sequence = teacher_forced(model, hidden[clip], ranker.prompt_ids, [list(ids) for ids in ranker.sequences])
         result[clip] = torch.cat([per_sequence, torch.tensor([-float("inf")])])[ranker.name_rows].logsumexp(-1)
     return result
+
+
+def test_token_tree_numbers_the_distinct_prefixes_as_sorting_them_does():
+    """The tree, built with array operations, against its definition: the distinct prefixes
+    of the sequences, sorted (preorder, siblings by token), each node's parent its prefix less
+    one token; sequences that repeat, or that are prefixes of others, included."""
+    rng = random.Random(0)
+    for _ in range(200):
+        sequences = [tuple(rng.randrange(4) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 30))]
+        sequences += [ids[: rng.randint(1, len(ids))] for ids in rng.sample(sequences, min(3, len(sequences)))]
+        prefixes = sorted({ids[:depth] for ids in sequences for depth in range(len(ids) + 1)})
+        node_of = {prefix: node for node, prefix in enumerate(prefixes)}
+        tree = TokenTree(sequences)
+        assert tree.parents[1:].tolist() == [node_of[prefix[:-1]] for prefix in prefixes[1:]]
+        assert tree.tokens[1:].tolist() == [prefix[-1] for prefix in prefixes[1:]]
+        assert tree.depth.tolist() == [len(prefix) for prefix in prefixes]
+        assert tree.leaf_of_sequence.tolist() == [node_of[ids] for ids in sequences]
+        assert all(tree.paths[node, : len(prefix)].tolist() == [node_of[prefix[:depth]] for depth in range(1, len(prefix) + 1)]
+                   for node, prefix in enumerate(prefixes))
 
 
 def test_token_tree_is_a_preorder_prefix_tree():

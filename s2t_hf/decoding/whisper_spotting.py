@@ -37,7 +37,7 @@ from rapidfuzz import fuzz, process
 from scipy.ndimage import median_filter
 
 from ..text.lexicon import DrugName
-from .whisper import MAX_POSITIONS, Prompted, WhisperRanker, _cross_keys_values, _parts, decoder_states
+from .whisper import MAX_POSITIONS, Prompted, WhisperRanker, _cross_keys_values, _parts, decoder_states, stacked_cross_keys_values
 
 FUZZY_CUTOFF = 60.0  # rapidfuzz ratio (0-100) with some lexicon name that makes a run of words a candidate span
 MAX_SPAN_WORDS = 3  # words a candidate span joins (names of more words are matched on their first three)
@@ -150,15 +150,16 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def token_times(
     model, encoder_hidden: torch.Tensor, prompt_ids: list[int], tokens: list[int], end_id: int, audio_frames: int,
-    alignment_heads: list[tuple[int, int]],
+    alignment_heads: list[tuple[int, int]], cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> np.ndarray:
     """Seconds from the window's start at which each text token begins, and (last) where
     <|endoftext|> does: (len(tokens) + 1,). `encoder_hidden` (frames, d_model) is one clip's;
-    `audio_frames`: the encoder frames that hold audio (the rest of the window is padding)."""
+    `audio_frames`: the encoder frames that hold audio (the rest of the window is padding);
+    `cross`: its cross-attention keys and values if already computed (`_cross_keys_values`)."""
     decoder, _ = _parts(model)
     weights: list[torch.Tensor] = []
     ids = torch.tensor([prompt_ids + tokens + [end_id]], device=encoder_hidden.device)
-    decoder_states(decoder, ids, _cross_keys_values(decoder, encoder_hidden), weights)
+    decoder_states(decoder, ids, cross or _cross_keys_values(decoder, encoder_hidden), weights)
     audio_frames = max(1, min(audio_frames, encoder_hidden.shape[0]))
     # the row predicting text token i is the prompt's last position + i; one more predicts <|endoftext|>
     rows = slice(len(prompt_ids) - 1, len(prompt_ids) + len(tokens))
@@ -194,23 +195,27 @@ class WhisperSpotter:
         self.longest_spelling = max(len(spelling) for spellings in ranker.token_sequences for spelling in spellings)
 
     @torch.no_grad()
-    def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[int]:
+    def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None,
+                   stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[int]:
         """One clip's greedy transcript, text tokens only. `encoder_hidden`: (frames, d_model). At
         most `TOKENS_PER_SECOND` tokens a second of the window (Whisper's own 448 per 30 s): a
-        transcript that loops on itself is cut there."""
+        transcript that loops on itself is cut there. `stacked_cross`: the window's cross-attention
+        keys and values if already computed (`stacked_cross_keys_values` of `encoder_hidden[None]`)."""
         decoder, _ = _parts(model)
         window_tokens = max(1, round(encoder_hidden.shape[0] * SECONDS_PER_FRAME * TOKENS_PER_SECOND))
         limit = min(window_tokens, max_new_tokens or window_tokens)
-        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids), limit)
+        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids, stacked_cross), limit)
         return cut_repetition([token for token in tokens[0] if token != self.ranker.end_id])
 
     @torch.no_grad()
     def in_place(
-        self, model, encoder_hidden: torch.Tensor, tokens: list[int], first: int, end: int, top_k: int = 5
+        self, model, encoder_hidden: torch.Tensor, tokens: list[int], first: int, end: int, top_k: int = 5,
+        stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, float]:
         """Every name's in-place score at tokens [first, end) of the transcript (names,), and the
         span's own words' score: log P(prefix, entry, rest of the transcript, <|endoftext|> |
-        audio) less log P(prefix | audio), the same for every entry."""
+        audio) less log P(prefix | audio), the same for every entry. `stacked_cross`: as for
+        `transcribe`."""
         suffix = tuple(tokens[end:]) + (self.ranker.end_id,)
         if self.context_words is not None:  # the next words only (and <|endoftext|> if they end the text)
             after = word_bounds(self.ranker.tokenizer, list(suffix[:-1]))
@@ -224,7 +229,7 @@ class WhisperSpotter:
             [*self.ranker.lexicon, DrugName(HEARD, HEARD)], self.ranker.tokenizer, self.ranker.prompt_ids + list(tokens[:first]),
             prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap, complete_sequences=sequences,
         )
-        scores = in_place.scores(model, encoder_hidden[None])[0]
+        scores = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross)[0]
         return scores[:-1], float(scores[-1])
 
     @torch.no_grad()
@@ -233,14 +238,16 @@ class WhisperSpotter:
         """One window (`encoder_hidden` (frames, d_model); `audio_frames` of them hold audio):
         its transcript's text tokens and every candidate span, ranked in place, best
         `spot_score` first, overlapping spans dropped after the first."""
-        tokens = self.transcribe(model, encoder_hidden, max_new_tokens)
+        stacked = stacked_cross_keys_values(_parts(model)[0], encoder_hidden[None])  # the window's, once for all its reads
+        tokens = self.transcribe(model, encoder_hidden, max_new_tokens, stacked)
         candidates = candidate_spans(self.ranker.tokenizer, tokens, self.labels, self.max_words, self.fuzzy_cutoff)
         if not candidates:
             return tokens, []
-        times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames, self.alignment_heads)
+        times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames, self.alignment_heads,
+                            [(keys[0], values[0]) for keys, values in stacked])
         spans = []
         for first, end, text in candidates:
-            scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k)
+            scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k, stacked)
             best = int(scores.argmax())
             if not torch.isfinite(scores[best]):
                 continue  # no name within max_gap of the span's own words
