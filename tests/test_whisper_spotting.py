@@ -56,6 +56,28 @@ def test_dtw_path_is_the_cheapest_monotonic_path():
         assert cost[path_rows, path_columns].sum() == pytest.approx(cheapest(rows - 1, columns - 1))
 
 
+def test_dtw_path_breaks_ties_as_the_cell_by_cell_recurrence_does():
+    """The path, computed an anti-diagonal at a time, against the recurrence written out cell by
+    cell (ties: the diagonal step first, then down, then right), on costs full of equal values."""
+    rng = np.random.default_rng(1)
+    for rows, columns in [(1, 1), (1, 7), (6, 1), (5, 5), (12, 90)]:
+        cost = rng.integers(0, 3, size=(rows, columns)).astype(float)
+        total = np.full((rows + 1, columns + 1), np.inf)
+        total[0, 0] = 0.0
+        step = np.zeros((rows + 1, columns + 1), dtype=int)
+        for column in range(1, columns + 1):
+            for row in range(1, rows + 1):
+                choices = [total[row - 1, column - 1], total[row - 1, column], total[row, column - 1]]
+                step[row, column] = int(np.argmin(choices))
+                total[row, column] = cost[row - 1, column - 1] + choices[step[row, column]]
+        row, column, expected = rows, columns, []
+        while row > 0 and column > 0:
+            expected.append((row - 1, column - 1))
+            row, column = [(row - 1, column - 1), (row - 1, column), (row, column - 1)][step[row, column]]
+        path_rows, path_columns = dtw_path(cost)
+        assert list(zip(path_rows.tolist(), path_columns.tolist())) == expected[::-1]
+
+
 def test_words_and_candidate_spans(tokenizer):
     tokens = encode(tokenizer, " the patient takes metformin twice")
     words = word_bounds(tokenizer, tokens)

@@ -126,17 +126,19 @@ def cut_repetition(tokens: list[int], longest: int = 8, times: int = 3) -> list[
 def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cheapest monotonic path through a (rows, columns) cost matrix from the first cell to
     the last (steps: down, right, or both), as (row, column) index arrays. Written out (a few
-    lines, as OpenAI's word timing does) rather than pulling in librosa and numba for it."""
+    lines, as OpenAI's word timing does) rather than pulling in librosa and numba for it; the
+    cells of one anti-diagonal depend only on the two before it, so each is one array step."""
     rows, columns = cost.shape
     total = np.full((rows + 1, columns + 1), np.inf)
     total[0, 0] = 0.0
     step = np.zeros((rows + 1, columns + 1), dtype=np.int8)
-    for column in range(1, columns + 1):
-        for row in range(1, rows + 1):
-            choices = (total[row - 1, column - 1], total[row - 1, column], total[row, column - 1])
-            best = int(np.argmin(choices))
-            total[row, column] = cost[row - 1, column - 1] + choices[best]
-            step[row, column] = best
+    for diagonal in range(2, rows + columns + 1):  # cells (row, column), row + column = diagonal, 1-based
+        row = np.arange(max(1, diagonal - columns), min(rows, diagonal - 1) + 1)
+        column = diagonal - row
+        choices = np.stack([total[row - 1, column - 1], total[row - 1, column], total[row, column - 1]])
+        best = np.argmin(choices, axis=0)  # the first of equals: diagonal, then down, then right
+        total[row, column] = cost[row - 1, column - 1] + choices[best, np.arange(len(row))]
+        step[row, column] = best
     row, column, path = rows, columns, []
     while row > 0 and column > 0:
         path.append((row - 1, column - 1))
