@@ -237,7 +237,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         rows = sample_rows(read_evaluation_manifest(args.manifest), args.max_clips)
         spot_threshold = calibration.spot_threshold
-        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=False,
+        calibration = calibrate_recogniser(recogniser, rows, fitted_on=str(args.manifest), progress=not args.json,
                                            conditions=requested_conditions(args))
         calibration.spot_threshold = spot_threshold
         recogniser.calibration = calibration  # --sentences below ranks the spotted names with it
@@ -248,7 +248,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.sentences is not None:
         from .evaluation.spotting import fit_spot_threshold, spot_sentences
 
-        sentences, _ = spot_sentences(recogniser, args.sentences, progress=False)
+        sentences, _ = spot_sentences(recogniser, args.sentences, progress=not args.json)
         try:
             fitted = fit_spot_threshold(sentences, {entry.label for entry in recogniser.lexicon})
         except ValueError as error:
