@@ -31,6 +31,8 @@ import s2t_hf.decoding.whisper_spotting as whisper_spotting  # noqa: E402
 import s2t_hf.inference.spotting as spotting  # noqa: E402
 from s2t_hf import S2T  # noqa: E402
 from s2t_hf.decoding.whisper import WhisperRanker  # noqa: E402
+from s2t_hf.speech.sentences import common_words  # noqa: E402
+from s2t_hf.training.precision import noted_cpu_flags  # noqa: E402
 
 PARTS = {  # part: (owner, attribute), each replaced by a timed wrapper of itself
     "window, all of it": (spotting, "_whisper_window"),
@@ -67,13 +69,19 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="a sentence manifest (path column)")
     parser.add_argument("--lexicon", default=None, help="names to rank (default: the model's own)")
     parser.add_argument("--every", type=int, default=25, help="spot every N-th sentence (default 25)")
+    parser.add_argument("--sentences-only", action="store_true",
+                        help="leave out the ordinary words said alone (drug_free_words_per_voice): time sentences only")
     parser.add_argument("--quantize", default=None, choices=["int8"], help="load the model int8-quantized (S2T.from_pretrained)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "whisper_spotting_profile.json"))
     args = parser.parse_args()
     recogniser = S2T.from_pretrained(args.model, lexicon=args.lexicon, quantize=args.quantize)
     manifest = Path(args.manifest)
     with manifest.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))[:: args.every]
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if args.sentences_only:
+        words = set(common_words())
+        rows = [row for row in rows if not (row["text"] in words and json.loads(row.get("names") or "[]") == [])]
+    rows = rows[:: args.every]
     spent, calls = time_parts()  # after loading: the recogniser's own ranker is not counted
     audio_seconds, started = 0.0, time.perf_counter()
     for row in rows:
@@ -88,15 +96,16 @@ def main() -> None:
         for part in PARTS
     ]
     print(f"{len(rows)} sentences, {audio_seconds:.1f} s of audio, spotted in {total:.1f} s: real-time factor "
-          f"{total / audio_seconds:.3f} on {os.cpu_count()} cores")
+          f"{total / audio_seconds:.3f} on {os.cpu_count()} cores ({noted_cpu_flags()})")
     print("| part | s | calls | ms a call | ms a sentence |\n|---|---:|---:|---:|---:|")
     for row in table:
         print(f"| {row['part']} | {row['seconds']} | {row['calls']} | {row['ms_a_call']} | {row['ms_a_sentence']} |")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({
-        "model": args.model, "manifest": args.manifest, "lexicon": args.lexicon, "sentences": len(rows),
+        "model": args.model, "manifest": args.manifest, "lexicon": args.lexicon, "quantize": args.quantize,
+        "sentences_only": args.sentences_only, "sentences": len(rows),
         "audio_seconds": round(audio_seconds, 2), "seconds": round(total, 2), "real_time_factor": round(total / audio_seconds, 4),
-        "cpus": os.cpu_count(), "parts": table,
+        "cpus": os.cpu_count(), "cpu_flags": noted_cpu_flags(), "parts": table,
     }, indent=2) + "\n")
     print(f"wrote {args.output}")
 
