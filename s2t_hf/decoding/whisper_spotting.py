@@ -44,7 +44,7 @@ MAX_SPAN_WORDS = 3  # words a candidate span joins (names of more words are matc
 CONTEXT_WORDS = None  # words after a span that its in-place scores include (None: the rest of the transcript)
 # nats below the best entry within which names are ranked in place: at a fitted temperature of about 2, a name further
 # down has under 2% of the best one's probability; 12 gave the same F1 on a third of the validation voices' sentences and
-# words, 1.3x slower (RTF 0.149 vs 0.117)
+# words, 1.4x slower (RTF 0.174 vs 0.126; benchmarks/whisper_spotting_knobs.py)
 IN_PLACE_GAP = 8.0
 MEDIAN_WIDTH = 7  # frames of the median filter over the alignment heads' weights (OpenAI's)
 SECONDS_PER_FRAME = 0.02  # Whisper's encoder: 50 frames a second
