@@ -199,13 +199,7 @@ def _split_heads(attention: torch.nn.Module, states: torch.Tensor) -> torch.Tens
 def _cross_keys_values(decoder: torch.nn.Module, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Cross-attention keys and values of every decoder layer for one clip's encoder output
     (frames, d_model): per layer (heads, frames, head_dim) each."""
-    result = []
-    for layer in decoder.layers:
-        attention = layer.encoder_attn
-        keys = _split_heads(attention, attention.k_proj(encoder_states)).transpose(0, 1)
-        values = _split_heads(attention, attention.v_proj(encoder_states)).transpose(0, 1)
-        result.append((keys, values))
-    return result
+    return [(keys[0], values[0]) for keys, values in stacked_cross_keys_values(decoder, encoder_states[None])]
 
 
 def stacked_cross_keys_values(decoder: torch.nn.Module, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -18,6 +18,7 @@ their names' times (`names`: JSON).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -85,10 +86,11 @@ ROUTES = ["by mouth", "orally", "under the skin", "intravenously", "on the skin"
 COMMON_WORDS = Path(__file__).resolve().parents[1] / "text" / "lexicons" / "common_words_en.txt"
 
 
-def common_words() -> list[str]:
-    """Ordinary English words, none a drug name (scripts/make_common_words.py says which)."""
+@functools.cache
+def common_words() -> tuple[str, ...]:
+    """Ordinary English words, none a drug name (scripts/make_common_words.py says which); read once."""
     lines = COMMON_WORDS.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,9 @@ def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: in
         sentences.append(render(template, [first, second], rng))
     sentences += [Sentence((text,), ()) for text in rng.choices(DRUG_FREE, k=drug_free)]
     rng.shuffle(sentences)
-    pool = common_words()
-    sentences += [Sentence((word,), ()) for word in random.Random(f"{seed}:words").sample(pool, min(words, len(pool)))]
+    if words:
+        pool = common_words()
+        sentences += [Sentence((word,), ()) for word in random.Random(f"{seed}:words").sample(pool, min(words, len(pool)))]
     return sentences
 
 
