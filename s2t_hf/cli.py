@@ -51,7 +51,8 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
     else:
         splits = build_corpus(lexicon, args.voices, args.output, args.validation_voices, args.test_voices, args.split_seed, args.workers,
                               sentences_per_voice=args.sentences_per_voice, drug_free_sentences_per_voice=args.drug_free_sentences_per_voice,
-                              drug_free_words_per_voice=args.drug_free_words_per_voice)
+                              drug_free_words_per_voice=args.drug_free_words_per_voice,
+                              decoy_sentences_per_voice=args.decoy_sentences_per_voice)
     for name, split in splits.items():
         print(f"{name}: {len(split)} clips, speakers: {', '.join(sorted(set(split['speaker'])))}")
     print(f"DatasetDict saved to {Path(args.output) / DATASET_FOLDER}; manifest: {Path(args.output) / 'manifest.tsv'}")
@@ -335,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--drug-free-sentences-per-voice", type=int, default=0, help="sentences without a drug name per voice (false alarms)")
     data.add_argument("--drug-free-words-per-voice", type=int, default=0,
                       help="ordinary English words said alone per voice (listed with the drug-free sentences)")
+    data.add_argument("--decoy-sentences-per-voice", type=int, default=0,
+                      help="drug-free decoys per voice: the name sentences with an ordinary word in each name's place")
     sharding = data.add_mutually_exclusive_group()
     sharding.add_argument("--shard", default=None, metavar="I/N",
                           help="synthesise only the I-th of N disjoint parts (one machine's share, into shared storage); then --merge")

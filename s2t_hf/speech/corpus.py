@@ -42,13 +42,15 @@ def build_corpus(
     drug_free_sentences_per_voice: int = 0,
     sentence_names: list[DrugName] | None = None,
     drug_free_words_per_voice: int = 0,
+    decoy_sentences_per_voice: int = 0,
 ) -> DatasetDict:
     """Synthesise every name with every voice under `data_dir` (reusing clips already there),
     split by speaker, save the DatasetDict to `data_dir/dataset` and a manifest per split.
 
-    With `sentences_per_voice` (and `drug_free_sentences_per_voice`, `drug_free_words_per_voice`),
-    each voice also speaks that many sentences around the names (and without them, and
-    ordinary words alone; `speech.sentences`): the training voices' sentences
+    With `sentences_per_voice` (and `drug_free_sentences_per_voice`, `drug_free_words_per_voice`,
+    `decoy_sentences_per_voice`), each voice also speaks that many sentences around the names
+    (and without them, ordinary words alone, and the name sentences with ordinary words in the
+    names' places; `speech.sentences`): the training voices' sentences
     join the train split (a model learns names inside speech); all voices' are listed, with
     their names' times, in `manifest-sentences-<split>.tsv` for spotting's evaluation. The
     validation and test splits stay isolated names, whose top-k the trainer reports.
@@ -57,9 +59,9 @@ def build_corpus(
     parsed = parse_voices([voice.id if isinstance(voice, Voice) else voice for voice in voices])
     clips = synthesize_corpus(lexicon, parsed, data_dir, num_workers=num_workers, progress=progress)
     sentences = []
-    if sentences_per_voice or drug_free_sentences_per_voice or drug_free_words_per_voice:
+    if sentences_per_voice or drug_free_sentences_per_voice or drug_free_words_per_voice or decoy_sentences_per_voice:
         sentences = build_sentences(sentence_names or lexicon, parsed, data_dir, sentences_per_voice, drug_free_sentences_per_voice,
-                                    split_seed, num_workers, progress, drug_free_words_per_voice)
+                                    split_seed, num_workers, progress, drug_free_words_per_voice, decoy_sentences_per_voice)
     return split_and_save(clips, data_dir, validation_voices, test_voices, split_seed, sentences)
 
 

@@ -5,7 +5,10 @@ hundred milligrams twice daily, stop glipizide". A sentence here is built from c
 (templates with doses, units, frequencies and routes spoken as words) around one or two names,
 at the start, middle or end; a tenth of them hold no drug name at all, to count false alarms.
 Ordinary English words said alone (`common_words_en.txt`) are drug-free clips too: a model
-that has heard only drug names said alone takes any word said alone for one.
+that has heard only drug names said alone takes any word said alone for one. So are decoys:
+the name sentences' carrier phrases with an ordinary word where each name would be ("can you
+refill my window please"): a model that has heard a drug name in every such slot writes one
+there whatever is said.
 
 Each sentence is spoken by one voice as pieces: the carrier phrases are synthesised (and cached)
 once per voice under `pieces/`, the names are the corpus's own clips of that voice, and the
@@ -121,10 +124,12 @@ def render(template: str, names: list[DrugName], rng: random.Random) -> Sentence
     return Sentence(tuple(pieces), tuple(positions))
 
 
-def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: int, words: int = 0) -> list[Sentence]:
+def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: int, words: int = 0, decoys: int = 0) -> list[Sentence]:
     """`count` sentences with names (every name used about equally, in a seeded order) and
-    `drug_free` without, then `words` ordinary words said alone (distinct, drawn apart: a plan
-    with words keeps the sentences, and their numbers, of the plan without)."""
+    `drug_free` without, then `words` ordinary words said alone (distinct), then `decoys`
+    drug-free sentences: the name templates with an ordinary word in each name's place. Words
+    and decoys are drawn apart, so a plan with them keeps the sentences, and their numbers, of
+    the plan without."""
     rng = random.Random(seed)
     order = list(lexicon)
     rng.shuffle(order)
@@ -142,6 +147,11 @@ def plan_sentences(lexicon: list[DrugName], count: int, drug_free: int, seed: in
     if words:
         pool = common_words()
         sentences += [Sentence((word,), ()) for word in random.Random(f"{seed}:words").sample(pool, min(words, len(pool)))]
+    if decoys:
+        decoy_rng, pool = random.Random(f"{seed}:decoys"), common_words()
+        for _ in range(decoys):
+            fillers = [DrugName(word, word) for word in decoy_rng.sample(pool, 2)]
+            sentences.append(Sentence(render(decoy_rng.choice(WITH_NAMES), fillers, decoy_rng).pieces, ()))
     return sentences
 
 
@@ -172,16 +182,16 @@ SENTENCE_COLUMNS = ["path", "text", "label", "voice", "speaker", "engine", "dura
 
 def build_sentences(
     lexicon: list[DrugName], voices: list[Voice], corpus_dir: str | Path, per_voice: int, drug_free_per_voice: int,
-    seed: int = 0, num_workers: int | None = None, progress: bool = True, words_per_voice: int = 0,
+    seed: int = 0, num_workers: int | None = None, progress: bool = True, words_per_voice: int = 0, decoys_per_voice: int = 0,
 ) -> list[dict]:
-    """Speak `per_voice` sentences with names, `drug_free_per_voice` without and
-    `words_per_voice` ordinary words alone, with every voice, under `corpus_dir/sentences/` (reusing what is there); return the manifest rows
+    """Speak `per_voice` sentences with names, `drug_free_per_voice` without,
+    `words_per_voice` ordinary words alone and `decoys_per_voice` decoys, with every voice, under `corpus_dir/sentences/` (reusing what is there); return the manifest rows
     (path relative to `corpus_dir`). The names' clips are the corpus's (`build_corpus` first)."""
     corpus_dir = Path(corpus_dir)
     rows = []
     for voice in voices:
         rng = random.Random(f"{seed}:{voice.id}")
-        sentences = plan_sentences(lexicon, per_voice, drug_free_per_voice, rng.randrange(2**32), words_per_voice)
+        sentences = plan_sentences(lexicon, per_voice, drug_free_per_voice, rng.randrange(2**32), words_per_voice, decoys_per_voice)
         pieces_dir = corpus_dir / SENTENCES_FOLDER / PIECES_FOLDER
         synthesize_corpus(carrier_pieces(sentences), [voice], pieces_dir, num_workers=num_workers, progress=progress)
         folder = corpus_dir / SENTENCES_FOLDER / clip_path(voice, DrugName("x", "x")).parent.name

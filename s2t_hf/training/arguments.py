@@ -124,6 +124,11 @@ class DataTrainingArguments:
         metadata={"help": "Ordinary English words said alone per voice (s2t_hf/text/lexicons/common_words_en.txt), listed with "
                           "the drug-free sentences: a model that hears only drug names said alone takes any lone word for one."},
     )
+    decoy_sentences_per_voice: int = field(
+        default=0,
+        metadata={"help": "Drug-free decoys per voice: the name sentences' carrier phrases with an ordinary English word in each "
+                          "name's place ('can you refill my window please'), so the slot alone does not make a drug name."},
+    )
     preprocessing_only: bool = field(default=False, metadata={"help": "Only synthesise and split the data, then stop."})
 
     def read_lexicon(self) -> list[DrugName]:
@@ -141,7 +146,7 @@ class DataTrainingArguments:
             lexicon, self.voices, self.data_dir, self.validation_voices, self.test_voices,
             split_seed=self.split_seed, num_workers=self.synthesis_workers,
             sentences_per_voice=self.sentences_per_voice, drug_free_sentences_per_voice=self.drug_free_sentences_per_voice,
-            drug_free_words_per_voice=self.drug_free_words_per_voice,
+            drug_free_words_per_voice=self.drug_free_words_per_voice, decoy_sentences_per_voice=self.decoy_sentences_per_voice,
             sentence_names=load_lexicon(self.lexicon, limit=self.max_lexicon_names),  # drug names only, not the extra words
         )
 
