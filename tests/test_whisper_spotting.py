@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import torch
 
-from s2t_hf.decoding.whisper import WhisperRanker
+from s2t_hf.decoding.whisper import GreedySteps, WhisperRanker, _cross_keys_values, _parts, decoder_states, stacked_cross_keys_values
 from s2t_hf.decoding.whisper_spotting import WhisperSpotter, candidate_spans, cut_repetition, dtw_path, word_bounds
 from s2t_hf.text.lexicon import build_lexicon
 from tests.test_whisper_ranking import NAMES, prompt_of, steered, tiny_whisper
@@ -117,6 +117,14 @@ def test_in_place_scores_are_the_whole_sentence_teacher_forced(model, tokenizer,
     best = max(float(expected.max()), heard)
     assert (expected[~ranked] < best - 6.0 + 1e-3).all()
     assert NAMES[int(scores.argmax())] == NAMES[int(expected.argmax())] == "metformin"
+    # for a detection threshold of -10 a token, each name is ranked as far below as that allows its tokens
+    gaps = spotter.gaps(-10.0)
+    name_tokens = torch.tensor([min(map(len, spelled)) for spelled in ranker.token_sequences])
+    assert torch.equal(gaps, torch.clamp(10.0 * name_tokens, min=6.0).double())
+    wide, _ = spotter.in_place(model, hidden, tokens, first, end, threshold=-10.0)
+    within = expected.double() >= best - gaps + 1e-3
+    assert within.sum() > (expected >= best - 6.0).sum() and torch.isfinite(wide[within]).all()
+    torch.testing.assert_close(wide[within], expected[within], atol=1e-3, rtol=0)
     # with one word of context: the sentence up to the end of the next word, not ended
     shorter = WhisperSpotter(ranker, HEADS, max_gap=6.0, context_words=1)
     scores, heard = shorter.in_place(model, hidden, tokens[:end] + encode(tokenizer, " tablet tablet"), first, end)
@@ -126,13 +134,91 @@ def test_in_place_scores_are_the_whole_sentence_teacher_forced(model, tokenizer,
     torch.testing.assert_close(scores[ranked], expected[ranked], atol=1e-3, rtol=0)
 
 
+def test_in_place_scores_read_from_the_greedy_steps_are_the_same(model, tokenizer, ranker, monkeypatch):
+    """Given the steps of the decoding that wrote the transcript, the search reads the prefix
+    and the nodes along the transcript's own tokens from them (no decoder pass, no projection
+    there) and scores every entry as it does without them."""
+    text = " the patient takes metformin tablet"
+    hidden = steered(model, tokenizer, [text])[0]
+    tokens = encode(tokenizer, text)
+    steps = forced_steps(model, hidden, ranker.prompt_ids, tokens, ranker.end_id)
+    stacked = stacked_cross_keys_values(_parts(model)[0], hidden[None])
+    stats = []
+    original = WhisperRanker.scores
+
+    def recorded(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        stats.append(self.last_stats[0])
+        return result
+
+    monkeypatch.setattr(WhisperRanker, "scores", recorded)
+    spotter = WhisperSpotter(ranker, HEADS, max_gap=6.0)
+    for first, end in word_bounds(tokenizer, tokens):
+        searched, heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked)
+        read, read_heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked, greedy=steps)
+        assert read_heard == pytest.approx(heard, abs=1e-3)
+        # the names within the gap of the best entry, ranked alike (a name further down is scored or not
+        # as the search's path happened to reach it: -inf or its exact score)
+        ranked = searched >= max(float(searched.max()), heard) - 6.0
+        assert torch.equal(read >= max(float(read.max()), read_heard) - 6.0, ranked)
+        torch.testing.assert_close(read[ranked], searched[ranked], atol=1e-3, rtol=0)
+        both = torch.isfinite(read) & torch.isfinite(searched)
+        torch.testing.assert_close(read[both], searched[both], atol=1e-3, rtol=0)
+        without, known = stats[-2:]
+        # every node along the rest of the transcript but its last (a leaf) is read: the root and one per token
+        assert known["nodes_known"] == len(tokens) - first + 1 and without["nodes_known"] == 0
+        assert known["nodes_expanded"] < without["nodes_expanded"] and known["projections"] < without["projections"]
+    with pytest.raises(ValueError, match="prompt"):  # steps of another transcript
+        spotter.in_place(model, hidden, encode(tokenizer, " a patient takes metformin tablet"), 3, 4, stacked_cross=stacked, greedy=steps)
+
+
+def forced_steps(model, hidden: torch.Tensor, prompt: list[int], tokens: list[int], end_id: int) -> GreedySteps:
+    """The greedy steps a decoder would have recorded had it written `tokens` and <|endoftext|>:
+    the states predicting each of them (teacher forcing) and their logsumexps."""
+    decoder, projection = _parts(model)
+    states, keys_values = decoder_states(decoder, torch.tensor([prompt + tokens + [end_id]]), _cross_keys_values(decoder, hidden))
+    rows, read = states[0, len(prompt) - 1 :], len(prompt) + len(tokens)
+    return GreedySteps(tokens + [end_id], len(prompt), rows, projection(rows).float().logsumexp(-1),
+                       [keys[0, :read] for keys, _ in keys_values], [values[0, :read] for _, values in keys_values])
+
+
 def spot_transcript(spotter, model, tokenizer, clip, text: str, monkeypatch):
     """`spotter.spot` on a clip steered towards `text`, with `text` as the transcript (a tiny random
     model cannot be steered to write 20-odd byte tokens greedily; the packaged tiny.en test below
-    covers the greedy transcript)."""
+    covers the greedy transcript), and the steps its greedy decoding would have recorded."""
     tokens = encode(tokenizer, text)
-    monkeypatch.setattr(spotter, "transcribe", lambda *args, **kwargs: tokens)
+
+    def transcribe(model, hidden, *args, steps=None, **kwargs):
+        steps.append(forced_steps(model, hidden, spotter.ranker.prompt_ids, tokens, spotter.ranker.end_id))
+        return tokens
+
+    monkeypatch.setattr(spotter, "transcribe", transcribe)
     return spotter.spot(model, clip, audio_frames=20)
+
+
+def test_a_span_is_passed_over_only_where_the_search_would_rank_no_name(model, tokenizer):
+    """The greedy steps give the span's own words' in-place score and a bound on every name's;
+    a span passed over by them is one whose search ranks no name. (Two names whose first
+    tokens the carrier words do not start with, and one word of context: this random model
+    is sure of the words, not of <|endoftext|>, so only there is the bound tight enough.)"""
+    ranker = WhisperRanker(build_lexicon(["warfarin", "Lipitor"]), tokenizer, prompt_of(tokenizer), spellings="label")
+    text = " the patient takes warfarin tablet"
+    hidden = steered(model, tokenizer, [text], steps=150)[0]
+    tokens = encode(tokenizer, text)
+    steps = forced_steps(model, hidden, ranker.prompt_ids, tokens, ranker.end_id)
+    passed_over = []
+    for context in [None, 1]:
+        spotter = WhisperSpotter(ranker, HEADS, max_gap=1.0, context_words=context)
+        for first, end in word_bounds(tokenizer, tokens):
+            scores, heard = spotter.in_place(model, hidden, tokens, first, end)
+            heard_bound, name_bounds = spotter.greedy_bounds(model, steps, tokens, first, end)
+            assert heard_bound == pytest.approx(heard, abs=1e-3)
+            assert (scores <= name_bounds + 1e-3).all()
+            skipped = spotter.no_name_within_gap(model, steps, tokens, first, end)
+            assert not skipped or not torch.isfinite(scores).any()
+            passed_over.append((context, tokenizer.decode(tokens[first:end]).strip(), skipped))
+    assert {word for context, word, skipped in passed_over if skipped} == {"the", "patient", "takes", "tablet"}, passed_over
+    assert (1, "warfarin", False) in passed_over
 
 
 def test_a_name_in_the_middle_is_found_and_drug_free_words_are_not(model, tokenizer, ranker, monkeypatch):

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -275,7 +276,7 @@ def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: t
     projection weights (80 MB for tiny.en) are read once per group of rows; projecting a few
     rows at a time would read them again for each few, and whole (rows, vocab) logits would
     go through memory twice more for the logsumexp."""
-    weight, bias = projection.weight, projection.bias
+    weight = projection.weight
     normalisers = []
     for first in range(0, len(hidden), PROJECTED_ROWS):
         group = hidden[first : first + PROJECTED_ROWS]
@@ -291,12 +292,21 @@ def log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: t
                 sums = sums * (peak - new_peak).exp_() + (logits - new_peak).exp_().sum(-1, keepdim=True)
                 peak = new_peak
         normalisers.append((peak + sums.log())[:, 0])
+    return known_log_probabilities(projection, hidden, rows, tokens, torch.cat(normalisers))
+
+
+def known_log_probabilities(projection: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor,
+                            log_normalisers: torch.Tensor) -> torch.Tensor:
+    """log_softmax(projection(hidden))[rows, tokens] given each row's logsumexp over the whole
+    vocabulary (`log_normalisers` (len(hidden),): `log_probabilities` computes them; a greedy
+    decoding has them already, `GreedySteps`)."""
+    weight, bias = projection.weight, projection.bias
     chosen = (hidden[rows] * weight[tokens]).sum(-1).float()
     if bias is not None:
         chosen = chosen + bias[tokens].float()
     # <= 0 as a log-probability must be (the search's prefix bounds rely on it): float rounding,
     # or an int8 product's normaliser against the chosen row's float product, can put it above
-    return (chosen - torch.cat(normalisers)[rows]).clamp(max=0.0)
+    return (chosen - log_normalisers.to(chosen.device)[rows]).clamp(max=0.0)
 
 
 def vocabulary_logits(projection: torch.nn.Module, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -342,6 +352,19 @@ class Prompted:
         self.values = [values for _, values in keys_values]
         self.roots = states[:, -1]
 
+    @classmethod
+    def from_steps(cls, steps: GreedySteps, first: int, stacked: list[tuple[torch.Tensor, torch.Tensor]]) -> Prompted:
+        """One clip prompted with what its greedy decoding (`steps`) read up to its `first`
+        token (the decoder prompt and the transcript's first `first` tokens), without a decoder
+        pass; `stacked`: its cross-attention keys and values (`stacked_cross_keys_values`)."""
+        prompted = cls.__new__(cls)
+        prompted.stacked = stacked
+        prompted.cross = [[(keys[0], values[0]) for keys, values in stacked]]
+        prompted.keys = [keys[None, : steps.prompt_length + first] for keys in steps.keys]
+        prompted.values = [values[None, : steps.prompt_length + first] for values in steps.values]
+        prompted.roots = steps.states[None, first]
+        return prompted
+
     def cross_attention(self, layer: torch.nn.Module, index: int, clips: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """Layer `index`'s cross-attention output for one row per clip in `clips` (increasing),
         for clips of one length (`stacked`)."""
@@ -351,9 +374,29 @@ class Prompted:
         return _cross_attention(layer, states, keys, values)
 
 
+@dataclass
+class GreedySteps:
+    """What one clip's greedy transcript computed (`greedy_decode`): at each step the decoder's
+    final state (steps, d_model) and the logsumexp of its logits over the whole vocabulary
+    (steps,), and each layer's self-attention keys and values at every position it read (the
+    prompt's and each token's but the last: (positions, heads, head_dim) each). Step i predicts
+    the transcript's i-th token after the prompt, so log P(token t at step i) = state[i] .
+    weight[t] (+ bias[t]) - log_normalisers[i]; a search that starts from the transcript's
+    first i tokens reads all this instead of computing it again (`Prompted.from_steps`,
+    `WhisperRanker.scores(known=...)`). `tokens`: the chosen tokens (steps,); `prompt_length`:
+    the decoder prompt's positions."""
+
+    tokens: list[int]
+    prompt_length: int
+    states: torch.Tensor
+    log_normalisers: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
 def greedy_decode(
     decoder: torch.nn.Module, projection: torch.nn.Module, prompted: Prompted, end_id: int, max_tokens: int,
-    suppress: list[int] | None = None, begin_suppress: list[int] | None = None,
+    suppress: list[int] | None = None, begin_suppress: list[int] | None = None, steps: list[GreedySteps] | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """Each clip's greedy transcript after the prompt (token ids ending with <|endoftext|>) and
     its log-probability, sharing the clips' cross-attention keys with the names' search.
@@ -365,7 +408,8 @@ def greedy_decode(
     with `max_new_tokens = max_tokens - 1` writes the same text). The score sums each token's
     log-softmax over the whole vocabulary, unsuppressed: what teacher forcing the ids gives
     (`WhisperRanker.sequence_scores`), without a second decoder pass. Written out for the reason
-    the search is (module docstring)."""
+    the search is (module docstring). `steps`: an empty list to receive each clip's
+    `GreedySteps` (a spotter bounds names in place with them)."""
     if prompted.stacked is None:
         raise ValueError("greedy_decode needs clips of one length (Whisper's fixed window)")
     clips, prompt_length = len(prompted.roots), prompted.keys[0].shape[1]
@@ -383,15 +427,20 @@ def greedy_decode(
     tokens_of: list[list[int]] = [[] for _ in range(clips)]
     scores = torch.zeros(clips, dtype=torch.float64)
     running, states = torch.arange(clips, device=device), prompted.roots
+    recorded: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(clips)]
     for step in range(max_tokens):
         logits = vocabulary_logits(projection, states, 0, vocabulary).float()
         if step == max_tokens - 1:
             tokens = torch.full((len(running),), end_id, device=device)
         else:
             tokens = logits.index_fill(1, suppressed_first if step == 0 else suppressed, -float("inf")).argmax(-1)
-        scores[running.cpu()] += logits.log_softmax(-1).gather(1, tokens[:, None])[:, 0].double().cpu()
-        for clip, token in zip(running.tolist(), tokens.tolist()):
+        normalisers = logits.logsumexp(-1)
+        chosen = logits.gather(1, tokens[:, None])[:, 0] - normalisers
+        scores[running.cpu()] += chosen.double().cpu()
+        for row, (clip, token) in enumerate(zip(running.tolist(), tokens.tolist())):
             tokens_of[clip].append(token)
+            if steps is not None:
+                recorded[clip].append((states[row], normalisers[row]))
         going = tokens != end_id
         running, tokens = running[going], tokens[going]
         if not len(running):
@@ -413,6 +462,12 @@ def greedy_decode(
             states = states + prompted.cross_attention(layer, index, running, states)
             states = states + _feed_forward(layer, states)
         states = decoder.layer_norm(states)
+    if steps is not None:
+        for clip, clip_steps in enumerate(recorded):
+            read = prompt_length + len(clip_steps) - 1  # positions read: the prompt's and every token's but the last
+            states, normalisers = (torch.stack(part) for part in zip(*clip_steps))
+            steps.append(GreedySteps(tokens_of[clip], prompt_length, states, normalisers, [cache[clip, :read] for cache in keys],
+                                     [cache[clip, :read] for cache in values]))
     return tokens_of, scores
 
 
@@ -484,7 +539,8 @@ class WhisperRanker:
     nats). `max_gap`: names more than this many nats below the best are not ranked, even if
     fewer than `top_k` names are then (a result may list fewer than `top_k` names): a
     fine-tuned model puts its 2nd to 5th names 15-30 nats down, and proving their exact order
-    costs most of the search (see `encoder_decoder_ranker`). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
+    costs most of the search (see `encoder_decoder_ranker`); a tensor (names,) gives each name
+    its own gap (a spotter's in place: long names may fall further below). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
     many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
     on a clip's work, nodes expanded plus nodes projected (None: none). `path_cache=False` recomputes each node's
     path instead of reading its ancestors' cached keys and values. `complete_sequences`: each
@@ -505,7 +561,7 @@ class WhisperRanker:
         spellings: str | Callable[[DrugName], list[str]] = "zero_shot",
         prune_margin: float | None = 0.0,
         top_k: int = 5,
-        max_gap: float | None = None,
+        max_gap: float | torch.Tensor | None = None,
         round_size: int = 8,
         round_band: float = 2.0,
         max_batch_nodes: int = 256,
@@ -584,18 +640,28 @@ class WhisperRanker:
 
     @torch.no_grad()
     def scores(self, model, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor | None = None, top_k: int | None = None,
-               stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+               stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None, known: GreedySteps | None = None) -> torch.Tensor:
         """log P(name | audio) of every name (clips, names), float32 on the CPU; -inf for the
         names the search proved to be neither among the `top_k` best (this call's, else the
         ranker's) nor within `prune_margin` of the best. `encoder_mask` (clips, frames), 1 for frames to attend to, is for encoder
         outputs padded to a common length; Whisper's own encoder output has a fixed length and
         the model attends to all of it (HF ignores the mask), so pass None for Whisper.
         `stacked_cross`: the clips' cross-attention keys and values, if already computed
-        (`stacked_cross_keys_values`; no mask)."""
+        (`stacked_cross_keys_values`; no mask). `known`: one clip's greedy decoding (with
+        `stacked_cross`) whose transcript continues this ranker's decoder prompt: the prompt's
+        state and the tree's nodes along the transcript's tokens (the span's own words in
+        place, and any name spelled as they are) are read from it, not computed again."""
         decoder, projection = _parts(model)
         frames = [self._frames(encoder_hidden, encoder_mask, clip) for clip in range(encoder_hidden.shape[0])]
         if not frames:
             return torch.empty(0, len(self.lexicon))
+        if known is not None:
+            first = len(self.prompt_ids) - known.prompt_length
+            if len(frames) != 1 or stacked_cross is None or self.prune_margin is None or first < 0 \
+                    or list(known.tokens[:first]) != self.prompt_ids[known.prompt_length :]:
+                raise ValueError("known greedy steps are one clip's, with its stacked cross-attention keys, for a pruned search "
+                                 "whose prompt is the decoding's prompt and first tokens")
+            return self._searched_scores(decoder, projection, frames, Prompted.from_steps(known, first, stacked_cross), top_k, known)
         prompted = None if self.prune_margin is None else Prompted(decoder, frames, self.prompt_ids, stacked_cross)
         return self._searched_scores(decoder, projection, frames, prompted, top_k)
 
@@ -619,9 +685,11 @@ class WhisperRanker:
             generated[row, : len(self.prompt_ids) + len(ids)] = torch.tensor(self.prompt_ids + ids, device=generated.device)
         return generated, self._searched_scores(decoder, projection, frames, prompted, top_k), own.float()
 
-    def greedy(self, model, prompted: Prompted, max_new_tokens: int | None = None) -> tuple[list[list[int]], torch.Tensor]:
+    def greedy(self, model, prompted: Prompted, max_new_tokens: int | None = None,
+               steps: list[GreedySteps] | None = None) -> tuple[list[list[int]], torch.Tensor]:
         """Each prompted clip's greedy transcript (ids ending with <|endoftext|>) and its
-        log-probability, as `generate` decodes it with the model's generation config."""
+        log-probability, as `generate` decodes it with the model's generation config (`steps`:
+        see `greedy_decode`)."""
         decoder, projection = _parts(model)
         generation = getattr(model, "generation_config", None)
         # text tokens: `max_new_tokens` (None or 0: no limit) and what the decoder's positions leave after
@@ -629,11 +697,12 @@ class WhisperRanker:
         text = getattr(model.config, "max_target_positions", MAX_POSITIONS) - len(self.prompt_ids) - 1
         return greedy_decode(
             decoder, projection, prompted, self.end_id, min(text, max_new_tokens or text) + 1,
-            getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None),
+            getattr(generation, "suppress_tokens", None), getattr(generation, "begin_suppress_tokens", None), steps,
         )
 
     def _searched_scores(
-        self, decoder, projection, frames: list[torch.Tensor], prompted: Prompted | None, top_k: int | None
+        self, decoder, projection, frames: list[torch.Tensor], prompted: Prompted | None, top_k: int | None,
+        known: GreedySteps | None = None,
     ) -> torch.Tensor:
         """The names' scores by the pruned search over all clips at once (from `prompted`, the
         clips' prompted state), or, with `prune_margin` None, by exhaustive search clip by clip
@@ -641,7 +710,7 @@ class WhisperRanker:
         if self.prune_margin is None:
             searches = [self._exhaustive(decoder, projection, Prompted(decoder, [clip_frames], self.prompt_ids)) for clip_frames in frames]
         else:
-            searches = [self._pruned(decoder, projection, prompted, top_k or self.top_k)]
+            searches = [self._pruned(decoder, projection, prompted, top_k or self.top_k, known)]
         node_scores = torch.cat([search.exact for search in searches])
         self.last_stats = [stats for search in searches for stats in search.stats]
         result = self._name_scores(node_scores, complete_only=True)
@@ -741,9 +810,11 @@ class WhisperRanker:
         lower = self._name_scores(exact)
         top = lower.topk(min(search.top_k, lower.shape[1]), dim=1).values
         threshold = torch.minimum(top[:, -1], top[:, 0] - self.prune_margin)
+        name_threshold = threshold[:, None]
         if self.max_gap is not None:  # names that far below the best found so far are not ranked
-            threshold = torch.maximum(threshold, top[:, 0] - self.max_gap)
-        open_names = name_bound >= threshold[:, None]
+            name_threshold = torch.maximum(name_threshold, top[:, :1] - torch.as_tensor(self.max_gap, dtype=top.dtype))
+            threshold = name_threshold.min(1).values  # the loosest, for the round's cutoff
+        open_names = name_bound >= name_threshold
         open_spellings = torch.zeros(clips, len(self.sequences) + 1)
         open_spellings.scatter_reduce_(1, self.name_rows.flatten().expand(clips, -1), open_names.float().repeat_interleave(self.name_rows.shape[1], 1), "amax")
         wanted = (open_spellings[:, :-1] > 0) & ~torch.isfinite(exact[:, self.tree.leaf_of_sequence])
@@ -793,9 +864,9 @@ class WhisperRanker:
         plan.clips, plan.nodes, plan.forced = torch.cat(extra_clips)[order], torch.cat(extra_nodes)[order], torch.cat(forced)[order]
         return plan
 
-    def _pruned(self, decoder, projection, prompted: Prompted, top_k: int) -> _Search:
+    def _pruned(self, decoder, projection, prompted: Prompted, top_k: int, known: GreedySteps | None = None) -> _Search:
         """Rounds over all clips at once until no clip has an open name (or budget left)."""
-        search = _Search(self, decoder, projection, prompted, bounded=True)
+        search = _Search(self, decoder, projection, prompted, bounded=True, known=known)
         search.top_k = top_k
         unlimited = torch.full((len(prompted.roots),), len(self.tree))
         while True:
@@ -858,9 +929,14 @@ class _Search:
     most the full one). It is projected in the same round only if a child's bound reaches the
     round's cutoff (what the next round would pick anyway); otherwise it stays `BOUNDED`, and
     a later round projects its stored state only if a name below still needs it.
+
+    With `known` greedy steps (one clip; see `WhisperRanker.scores`), the root's projection and
+    every node along the decoding's own tokens come from them: stored and projected as if
+    expanded (counted as `nodes_known`), with no decoder pass and no projection onto the
+    vocabulary.
     """
 
-    def __init__(self, ranker: WhisperRanker, decoder, projection, prompted: Prompted, bounded: bool):
+    def __init__(self, ranker: WhisperRanker, decoder, projection, prompted: Prompted, bounded: bool, known: GreedySteps | None = None):
         self.ranker, self.decoder, self.projection, self.tree = ranker, decoder, projection, ranker.tree
         self.cross, self.prompt_keys, self.prompt_values = prompted.cross, prompted.keys, prompted.values
         self.stacked_cross = prompted.stacked  # per layer (clips, heads, frames, head_dim), or None for clips of several lengths
@@ -872,10 +948,13 @@ class _Search:
         self.exact[:, 0] = 0.0
         self.bound = self.exact.clone()
         self.state = torch.full((clips, len(tree)), UNEXPANDED, dtype=torch.int8)
-        self.stats = [{"nodes_expanded": 1, "projections": 1, "projected_later": 0, "rounds": 1} for _ in range(clips)]
+        self.stats = [{"nodes_expanded": 1, "projections": 1, "projected_later": 0, "rounds": 1, "nodes_known": 0} for _ in range(clips)]
         self.top_k = ranker.top_k  # the names this search must rank exactly
         roots = prompted.roots
-        self._project(torch.arange(clips), torch.zeros(clips, dtype=torch.long), roots)
+        if known is None:
+            self._project(torch.arange(clips), torch.zeros(clips, dtype=torch.long), roots)
+        else:
+            self._seed(known, len(ranker.prompt_ids) - known.prompt_length)
         if bounded:  # the bounding vocabulary: every token of the tree
             subset = torch.unique(tree.tokens[1:]).to(device)
             self.subset_weight = projection.weight[subset]
@@ -918,6 +997,32 @@ class _Search:
         for stats, count in zip(self.stats, torch.bincount(torch.cat([plan.clips, plan.upgrade_clips]), minlength=len(self.stats)).tolist()):
             stats["rounds"] += bool(count)
 
+    def _seed(self, known: GreedySteps, first: int) -> None:
+        """The root and the nodes along the greedy decoding's tokens from its `first` on (one
+        clip), stored and projected from `known` (see the class docstring)."""
+        tree, store = self.tree, self.store
+        nodes, steps, node = [0], [first], 0
+        for index in range(first, len(known.tokens) - 1):  # the last token was never read: its node would be a leaf
+            children, _ = tree.children_of(torch.tensor([node]))
+            match = children[tree.tokens[children] == known.tokens[index]]
+            if not len(match) or not tree.internal[int(match[0])]:
+                break
+            node = int(match[0])
+            nodes.append(node)
+            steps.append(index + 1)  # its state predicts the next token
+        nodes, steps = torch.tensor(nodes), torch.tensor(steps)
+        clips = torch.zeros(len(nodes), dtype=torch.long)
+        below = nodes[1:]  # the root's keys are the prompt's
+        slots = store.add(clips[1:], below)
+        positions = (known.prompt_length + steps[1:] - 1).to(store.device)
+        for layer in range(len(self.decoder.layers)):
+            store.keys(layer)[slots] = known.keys[layer][positions]
+            store.values(layer)[slots] = known.values[layer][positions]
+        states = known.states[steps.to(known.states.device)]
+        store.states[slots] = states[1:]
+        self._project(clips, nodes, states, known.log_normalisers[steps.to(known.states.device)])
+        self.stats[0].update(nodes_known=len(nodes), nodes_expanded=0, projections=0)  # neither a decoder pass nor a projection
+
     def _upper_log_probabilities(self, hidden: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Upper bounds on log_softmax(projection(hidden))[rows, tokens]: the logit less the
         logsumexp over the bounding vocabulary only, on the CPU in float64."""
@@ -930,12 +1035,18 @@ class _Search:
             chosen = chosen + bias[tokens].float()
         return (chosen - log_normaliser[rows]).double().cpu() + BOUND_SLACK
 
-    def _project(self, clips: torch.Tensor, nodes: torch.Tensor, hidden: torch.Tensor) -> None:
-        """Score the children of `nodes` exactly from their final decoder states (rows, d_model)."""
+    def _project(self, clips: torch.Tensor, nodes: torch.Tensor, hidden: torch.Tensor, log_normalisers: torch.Tensor | None = None) -> None:
+        """Score the children of `nodes` exactly from their final decoder states (rows, d_model)
+        (and their logsumexps over the vocabulary, if known)."""
         tree = self.tree
         children, rows = tree.children_of(nodes)
         device = hidden.device
-        edge = log_probabilities(self.projection, hidden, rows.to(device), tree.tokens[children].to(device)).double().cpu()
+        rows, tokens = rows.to(device), tree.tokens[children].to(device)
+        if log_normalisers is None:
+            edge = log_probabilities(self.projection, hidden, rows, tokens).double().cpu()
+        else:
+            edge = known_log_probabilities(self.projection, hidden, rows, tokens, log_normalisers).double().cpu()
+        rows = rows.cpu()
         exact, width = self.exact.view(-1), self.exact.shape[1]
         child_keys = clips[rows] * width + children
         parent_keys = clips[rows] * width + tree.parents[children]

@@ -10,16 +10,21 @@ encoder-decoder, has no output frames to align a name to; for one window of audi
    (rapidfuzz ratio at least `fuzzy_cutoff`; of overlapping runs the most alike): where a name
    may have been said, heard right or misheard. Most carrier words resemble none and cost
    nothing more (`FUZZY_CUTOFF`: measured on the validation voices' sentences).
-3. Every lexicon name is scored in place at each candidate span, exactly: log P(the transcript
+3. Every lexicon name is scored in place at each candidate span, exactly (the words before the
+   span and the span's own words are read from the transcript's greedy steps, not decoded
+   again; a span where no name can come within its gap, below, of the span's own words, by a
+   bound from those steps, is passed over without a search: `no_name_within_gap`): log P(the transcript
    with the span's words replaced by the name | audio), the words before the span given as
    the decoder prompt and the words after it following every name, so a name's score includes
    how well the rest of the sentence follows it. One pruned search over the lexicon's prefix
    tree per span (`WhisperRanker` with `complete_sequences`: name + rest of the sentence), in which
    the span's own words are one more entry, scored alike. `spot_score` is the best name's score
    less the span's own words', per token of the name, at most 0 (0: the model's own reading is
-   the name), on the scale of CTC spotting's per-letter ratio; names more than `max_gap` nats
-   below the best entry are not ranked (a span none of whose names comes that close is no
-   detection).
+   the name), on the scale of CTC spotting's per-letter ratio. A name is ranked only within
+   its gap of the best entry: `max_gap` nats, or, given the detection threshold, as far below
+   as the threshold lets a name of its tokens be (a long name misheard may be further down
+   than `max_gap` and still count), whichever is more. A span none of whose names comes that
+   close is no detection.
 4. Times: OpenAI's word timing from the cross-attention of the alignment heads its generation
    config names (`alignment_heads`): each head's weights normalised over the tokens,
    median-filtered over frames, averaged, and aligned to the frames by dynamic time warping;
@@ -37,7 +42,17 @@ from rapidfuzz import fuzz, process
 from scipy.ndimage import median_filter
 
 from ..text.lexicon import DrugName
-from .whisper import MAX_POSITIONS, Prompted, WhisperRanker, _cross_keys_values, _parts, decoder_states, stacked_cross_keys_values
+from .whisper import (
+    MAX_POSITIONS,
+    GreedySteps,
+    Prompted,
+    WhisperRanker,
+    _cross_keys_values,
+    _parts,
+    decoder_states,
+    known_log_probabilities,
+    stacked_cross_keys_values,
+)
 
 FUZZY_CUTOFF = 60.0  # rapidfuzz ratio (0-100) with some lexicon name that makes a run of words a candidate span
 MAX_SPAN_WORDS = 3  # words a candidate span joins (names of more words are matched on their first three)
@@ -46,6 +61,9 @@ CONTEXT_WORDS = None  # words after a span that its in-place scores include (Non
 # down has under 2% of the best one's probability; 12 gave the same F1 on a third of the validation voices' sentences and
 # words, 1.4x slower (RTF 0.174 vs 0.126; benchmarks/whisper_spotting_knobs.py)
 IN_PLACE_GAP = 8.0
+# nats by which the greedy transcript's own arithmetic may differ from the search's where a span is passed over
+# (`no_name_within_gap`): float32 rounding is ~1e-4; an int8 projection's normaliser against float row products, ~0.1
+GREEDY_TOLERANCE = 0.5
 MEDIAN_WIDTH = 7  # frames of the median filter over the alignment heads' weights (OpenAI's)
 SECONDS_PER_FRAME = 0.02  # Whisper's encoder: 50 frames a second
 TOKENS_PER_SECOND = 15  # the most a window's transcript holds: Whisper's 448 decoder positions per 30 s
@@ -198,64 +216,126 @@ class WhisperSpotter:
         self.context_words = context_words
         # the most tokens a name takes in place: what the transcript after a span must leave room for
         self.longest_spelling = max(len(spelling) for spellings in ranker.token_sequences for spelling in spellings)
+        # each spelling's first token and name; each name's tokens as `spot_score` counts them (its shortest spelling)
+        self.first_tokens = torch.tensor([spelling[0] for spellings in ranker.token_sequences for spelling in spellings])
+        self.name_of_spelling = torch.tensor([name for name, spellings in enumerate(ranker.token_sequences) for _ in spellings])
+        self.name_tokens = torch.tensor([min(map(len, spellings)) for spellings in ranker.token_sequences], dtype=torch.float64)
+
+    def gaps(self, threshold: float | None = None) -> torch.Tensor | None:
+        """Each name's gap (names,): nats below the best entry within which it is ranked in
+        place, `max_gap` or, for a detection `threshold` per token, -threshold x its tokens,
+        whichever is more (None: `max_gap` None, every name)."""
+        if self.max_gap is None:
+            return None
+        gaps = torch.full_like(self.name_tokens, self.max_gap)
+        return gaps if threshold is None else torch.maximum(gaps, -threshold * self.name_tokens)
 
     @torch.no_grad()
     def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None,
-                   stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[int]:
+                   stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   steps: list[GreedySteps] | None = None) -> list[int]:
         """One clip's greedy transcript, text tokens only. `encoder_hidden`: (frames, d_model). At
         most `TOKENS_PER_SECOND` tokens a second of the window (Whisper's own 448 per 30 s): a
         transcript that loops on itself is cut there. `stacked_cross`: the window's cross-attention
-        keys and values if already computed (`stacked_cross_keys_values` of `encoder_hidden[None]`)."""
+        keys and values if already computed (`stacked_cross_keys_values` of `encoder_hidden[None]`).
+        `steps`: an empty list to receive the greedy steps (`GreedySteps`)."""
         decoder, _ = _parts(model)
         window_tokens = max(1, round(encoder_hidden.shape[0] * SECONDS_PER_FRAME * TOKENS_PER_SECOND))
         limit = min(window_tokens, max_new_tokens or window_tokens)
-        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids, stacked_cross), limit)
+        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids, stacked_cross), limit, steps)
         return cut_repetition([token for token in tokens[0] if token != self.ranker.end_id])
 
-    @torch.no_grad()
-    def in_place(
-        self, model, encoder_hidden: torch.Tensor, tokens: list[int], first: int, end: int, top_k: int = 5,
-        stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> tuple[torch.Tensor, float]:
-        """Every name's in-place score at tokens [first, end) of the transcript (names,), and the
-        span's own words' score: log P(prefix, entry, rest of the transcript, <|endoftext|> |
-        audio) less log P(prefix | audio), the same for every entry. `stacked_cross`: as for
-        `transcribe`."""
+    def heard_sequence(self, tokens: list[int], first: int, end: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The span's own words and what follows them in place, as `in_place` scores every
+        entry: (span tokens, suffix), the suffix being the rest of the transcript and
+        <|endoftext|> (the next `context_words` words only, if set), cut to Whisper's positions."""
         suffix = tuple(tokens[end:]) + (self.ranker.end_id,)
         if self.context_words is not None:  # the next words only (and <|endoftext|> if they end the text)
             after = word_bounds(self.ranker.tokenizer, list(suffix[:-1]))
             if self.context_words < len(after):
                 suffix = suffix[: after[self.context_words][0]]
         room = MAX_POSITIONS - len(self.ranker.prompt_ids) - first - max(self.longest_spelling, end - first)
-        suffix = suffix[: max(0, room)]  # a transcript near Whisper's 448 positions: the words after the span that fit
+        return tuple(tokens[first:end]), suffix[: max(0, room)]  # near Whisper's 448 positions: the words after the span that fit
+
+    def greedy_bounds(self, model, steps: GreedySteps, tokens: list[int], first: int, end: int) -> tuple[float, torch.Tensor] | None:
+        """From the greedy transcript's steps alone (no decoder pass): the span's own words'
+        in-place score (as `in_place` gives it), and a bound on each name's (names,): at most
+        its first token's log-probability at the span's start (the best of its spellings'),
+        every later token's being <= 0. None if the steps do not reach the end of the span's
+        suffix."""
+        span, suffix = self.heard_sequence(tokens, first, end)
+        heard = torch.tensor(span + suffix)
+        positions = torch.arange(first, first + len(heard))
+        if int(positions[-1]) >= len(steps.states):
+            return None
+        projection, device = _parts(model)[1], steps.states.device
+        rows = torch.cat([positions, torch.full_like(self.first_tokens, first)]).to(device)
+        log_probs = known_log_probabilities(projection, steps.states, rows, torch.cat([heard, self.first_tokens]).to(device),
+                                            steps.log_normalisers).double().cpu()
+        names = torch.full((len(self.name_tokens),), -float("inf"), dtype=torch.float64)
+        names.scatter_reduce_(0, self.name_of_spelling, log_probs[len(heard) :], "amax")
+        return float(log_probs[: len(heard)].sum()), names
+
+    def no_name_within_gap(self, model, steps: GreedySteps | None, tokens: list[int], first: int, end: int,
+                           threshold: float | None = None) -> bool:
+        """Whether, by `greedy_bounds`, no lexicon name can score within its gap (`gaps`) of the
+        span's own words in place: then `in_place` would rank no name there (its search proves
+        the same at a few decoder passes and projections), and the span is passed over.
+        `GREEDY_TOLERANCE` covers the two computations' rounding."""
+        gaps = self.gaps(threshold)
+        bounds = None if steps is None or gaps is None else self.greedy_bounds(model, steps, tokens, first, end)
+        return bounds is not None and bool((bounds[1] < bounds[0] - gaps - GREEDY_TOLERANCE).all())
+
+    @torch.no_grad()
+    def in_place(
+        self, model, encoder_hidden: torch.Tensor, tokens: list[int], first: int, end: int, top_k: int = 5,
+        stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None, greedy: GreedySteps | None = None,
+        threshold: float | None = None,
+    ) -> tuple[torch.Tensor, float]:
+        """Every name's in-place score at tokens [first, end) of the transcript (names,), and the
+        span's own words' score: log P(prefix, entry, rest of the transcript, <|endoftext|> |
+        audio) less log P(prefix | audio), the same for every entry. `stacked_cross`: as for
+        `transcribe`; `greedy`: the steps of the greedy decoding that wrote `tokens` (with
+        `stacked_cross`): the prefix and the span's own words are read from them. `threshold`:
+        the detection threshold per token that the names' gaps allow for (`gaps`)."""
+        span, suffix = self.heard_sequence(tokens, first, end)
         sequences = [[tuple(spelling) + suffix for spelling in spellings] for spellings in self.ranker.token_sequences]
-        sequences.append([tuple(tokens[first:end]) + suffix])
+        sequences.append([span + suffix])
+        gaps = self.gaps(threshold)
+        if gaps is not None:
+            gaps = torch.cat([gaps, gaps.new_tensor([self.max_gap])])  # the span's own words: an entry like the names
         in_place = WhisperRanker(
             [*self.ranker.lexicon, DrugName(HEARD, HEARD)], self.ranker.tokenizer, self.ranker.prompt_ids + list(tokens[:first]),
-            prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap, complete_sequences=sequences,
+            prune_margin=0.0, top_k=top_k + 1, max_gap=gaps, complete_sequences=sequences,
         )
-        scores = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross)[0]
+        scores = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross, known=greedy)[0]
         return scores[:-1], float(scores[-1])
 
     @torch.no_grad()
     def spot(self, model, encoder_hidden: torch.Tensor, audio_frames: int, top_k: int = 5,
-             max_new_tokens: int | None = None) -> tuple[list[int], list[InPlaceSpan]]:
+             max_new_tokens: int | None = None, threshold: float | None = None) -> tuple[list[int], list[InPlaceSpan]]:
         """One window (`encoder_hidden` (frames, d_model); `audio_frames` of them hold audio):
         its transcript's text tokens and every candidate span, ranked in place, best
-        `spot_score` first, overlapping spans dropped after the first."""
+        `spot_score` first, overlapping spans dropped after the first. `threshold`: the
+        detection threshold (per token) the caller will apply, so that every name that could
+        pass it is ranked (`gaps`)."""
         stacked = stacked_cross_keys_values(_parts(model)[0], encoder_hidden[None])  # the window's, once for all its reads
-        tokens = self.transcribe(model, encoder_hidden, max_new_tokens, stacked)
+        steps: list[GreedySteps] = []
+        tokens = self.transcribe(model, encoder_hidden, max_new_tokens, stacked, steps=steps)
+        greedy = steps[0] if steps else None
         candidates = candidate_spans(self.ranker.tokenizer, tokens, self.labels, self.max_words, self.fuzzy_cutoff)
+        candidates = [(first, end, text) for first, end, text in candidates
+                      if not self.no_name_within_gap(model, greedy, tokens, first, end, threshold)]
         if not candidates:
             return tokens, []
         times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames, self.alignment_heads,
                             [(keys[0], values[0]) for keys, values in stacked])
         spans = []
         for first, end, text in candidates:
-            scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k, stacked)
+            scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k, stacked, greedy, threshold)
             best = int(scores.argmax())
             if not torch.isfinite(scores[best]):
-                continue  # no name within max_gap of the span's own words
+                continue  # no name within its gap of the span's own words
             name_tokens = min(len(spelling) for spelling in self.ranker.token_sequences[best])
             ratio = min(0.0, (float(scores[best]) - heard_score) / name_tokens) if np.isfinite(heard_score) else 0.0
             spans.append(InPlaceSpan(first, end, text, float(times[first]), float(times[end]), scores, heard_score, ratio))

@@ -194,7 +194,7 @@ def _whisper_window(recogniser, spotter: WhisperSpotter, piece, threshold: float
     inputs = pad_features(extractor, clip_features(extractor, [piece]))
     audio_frames = -(-int(inputs.pop(INPUT_LENGTHS)[0]) // extractor.hop_length // 2)  # the encoder halves the mel frames
     hidden = recogniser.model.get_encoder()(input_features=inputs["input_features"].to(recogniser.model.device)).last_hidden_state[0]
-    tokens, spans = spotter.spot(recogniser.model, hidden, audio_frames, top_k, recogniser.max_new_tokens)
+    tokens, spans = spotter.spot(recogniser.model, hidden, audio_frames, top_k, recogniser.max_new_tokens, threshold)
     spotted = []
     for span in spans:
         if span.spot_score < threshold:
