@@ -221,6 +221,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .evaluation.manifests import read_evaluation_manifest
     from .evaluation.predictions import calibrate_recogniser
 
+    if args.max_false_alarms is not None and args.sentences is None:
+        print("s2t-hf calibrate: error: --max-false-alarms limits the spotting threshold fitted on --sentences; give --sentences too",
+              file=sys.stderr)
+        return 2
     if args.manifest is None and args.sentences is None:
         print("s2t-hf calibrate: error: give --manifest (clips: probabilities and flags), --sentences (spot's threshold), or both",
               file=sys.stderr)
@@ -251,7 +255,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         sentences, _ = spot_sentences(recogniser, args.sentences, progress=not args.json)
         try:
-            fitted = fit_spot_threshold(sentences, {entry.label for entry in recogniser.lexicon})
+            fitted = fit_spot_threshold(sentences, {entry.label for entry in recogniser.lexicon}, max_false_alarms=args.max_false_alarms)
         except ValueError as error:
             saved = f" (the --manifest fit is saved in {calibration.save(args.model)})" if args.manifest is not None else ""
             print(f"s2t-hf calibrate: error: {args.sentences}: {error}{saved}", file=sys.stderr)
@@ -259,7 +263,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         calibration.spot_threshold = fitted["threshold"]
         print(f"spot threshold {fitted['threshold']:.3f} (per letter, CTC; per token, Whisper): F1 {fitted['f1']:.3f} "
               f"(precision {fitted['precision']:.3f}, "
-              f"recall {fitted['recall']:.3f}) on {len(sentences)} sentences")
+              f"recall {fitted['recall']:.3f}), {fitted['false_alarms']} false alarms in {fitted['drug_free_minutes']} min of drug-free "
+              f"speech, on {len(sentences)} sentences")
     print(f"wrote {calibration.save(args.model)}")
     return 0
 
@@ -386,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--sentences", default=None, metavar="MANIFEST",
                                  help="also fit `spot`'s threshold (best F1) on these sentences of held-out voices "
                                       "(a manifest-sentences-validation.tsv); CTC and Whisper models")
+            command.add_argument("--max-false-alarms", type=float, default=None, metavar="PER_10_MIN",
+                                 help="with --sentences: the best F1 among thresholds with at most this many false alarms per "
+                                      "10 minutes of the drug-free sentences (e.g. 1)")
 
     spotting = commands.add_parser("spot", help="find drug names anywhere in recordings (sentences, dictation), with their times")
     spotting.add_argument("model", help="a Whisper model fine-tuned on sentences (recipes/whisper-spotting.json), a CTC model folder "

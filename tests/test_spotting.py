@@ -199,6 +199,26 @@ def test_spotting_scores_by_threshold_and_the_fitted_threshold_has_the_best_f1()
         fit_spot_threshold(sentences, {"aspirin"})  # none of the references is in this lexicon
 
 
+def test_a_false_alarm_limit_fits_the_best_threshold_that_keeps_to_it():
+    from s2t_hf.evaluation.spotting import fit_spot_threshold, score_spotting
+
+    names = {"metformin", "warfarin", "lisinopril"}
+    sentences = [*sentences_for_fitting(),  # and a drug-free one with a detection scoring between the two right ones
+                 {"duration": 3.0, "names": [], "found": [{"name": "warfarin", "start": 0.1, "end": 0.5, "spot_score": -0.8}]}]
+    # by hand: at -1.2 two right of three detections (F1 0.8) and 1 false alarm in 6 s of drug-free speech (100 per 10 min);
+    # at -0.5 one right of one (F1 2/3) and none
+    assert score_spotting(sentences, -1.2, names)["false_alarms_per_10_min"] == pytest.approx(100.0)
+    assert fit_spot_threshold(sentences, names)["threshold"] == pytest.approx(-1.2 - 5e-5)
+    limited = fit_spot_threshold(sentences, names, max_false_alarms=50.0)
+    assert limited["threshold"] == pytest.approx(-0.5 - 5e-5) and limited["false_alarms"] == 0
+    assert fit_spot_threshold(sentences, names, max_false_alarms=100.0)["threshold"] == pytest.approx(-1.2 - 5e-5)  # the limit is inclusive
+    loud = [*sentences, {"duration": 3.0, "names": [], "found": [{"name": "warfarin", "start": 0.1, "end": 0.5, "spot_score": -0.1}]}]
+    with pytest.raises(ValueError, match="more than 0 false alarms"):
+        fit_spot_threshold(loud, names, max_false_alarms=0.0)  # the best-scoring detection is itself a false alarm
+    with pytest.raises(ValueError, match="needs drug-free sentences"):
+        fit_spot_threshold([sentences[0]], names, max_false_alarms=1.0)
+
+
 def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrained_model_copy, monkeypatch, capsys):
     from s2t_hf import cli
     from s2t_hf.evaluation import spotting as spotting_evaluation
@@ -211,6 +231,15 @@ def test_calibrate_sentences_saves_the_fitted_threshold_and_spot_uses_it(untrain
     assert cli.main(["calibrate", str(untrained_model_copy), "--sentences", "sentences.tsv"]) == 0
     assert "spot threshold -1.200" in capsys.readouterr().out
     assert Calibration.load(untrained_model_copy).spot_threshold == pytest.approx(-1.2 - 5e-5)
+    assert cli.main(["calibrate", str(untrained_model_copy), "--max-false-alarms", "1"]) == 2  # a limit needs sentences to fit on
+    assert "--sentences" in capsys.readouterr().err
+    louder = [*sentences_for_fitting(),  # a false alarm at -0.8: at most 50 per 10 min leaves -0.5 (see the test above)
+              {"duration": 3.0, "names": [], "found": [{"name": "warfarin", "start": 0.1, "end": 0.5, "spot_score": -0.8}]}]
+    monkeypatch.setattr(spotting_evaluation, "spot_sentences", lambda recogniser, manifest, **_: (louder, 1.0))
+    assert cli.main(["calibrate", str(untrained_model_copy), "--sentences", "sentences.tsv", "--max-false-alarms", "50"]) == 0
+    assert "spot threshold -0.500" in capsys.readouterr().out
+    assert cli.main(["calibrate", str(untrained_model_copy), "--sentences", "sentences.tsv"]) == 0  # without the limit: the best F1
+    assert "spot threshold -1.200" in capsys.readouterr().out
     used = []
     monkeypatch.setattr(inference_spotting, "spot", lambda recogniser, audio, threshold, *rest: used.append(threshold))
     recogniser = S2T.from_pretrained(untrained_model_copy)

@@ -16,8 +16,10 @@ span in frames that a kept low-scoring span blocked at the lower threshold:
   (carrier phrases too: a larger sample).
 
 `fit_spot_threshold` picks the threshold with the best F1 on validation sentences (ties: the
-higher one, fewer false alarms); `s2t-hf calibrate --sentences` saves it in `calibration.json`
-as `spot_threshold`, which `S2T.spot` then uses by default.
+higher one, fewer false alarms), optionally among those keeping false alarms on their drug-free
+sentences at or below a rate (a pharmacy that will tolerate one false alarm in 10 minutes says
+so: `--max-false-alarms 1`); `s2t-hf calibrate --sentences` saves it in `calibration.json` as
+`spot_threshold`, which `S2T.spot` then uses by default.
 """
 
 from __future__ import annotations
@@ -103,23 +105,33 @@ def score_spotting(sentences: list[dict], threshold: float, names: set[str]) -> 
     }
 
 
-def fit_spot_threshold(sentences: list[dict], names: set[str], floor: float = FLOOR_THRESHOLD) -> dict:
+def fit_spot_threshold(sentences: list[dict], names: set[str], floor: float = FLOOR_THRESHOLD,
+                       max_false_alarms: float | None = None) -> dict:
     """The threshold with the best F1 on `sentences` (spotted at `floor` or lower), and its scores.
     F1 changes only where a detection's score is crossed, so every detection score at or above
-    `floor` is a candidate; among equal F1s the highest threshold wins (fewer false alarms). The
-    threshold returned sits `ROUNDING` below the chosen score: detections report their score to
-    4 decimals, and the spotter compares the unrounded one."""
+    `floor` is a candidate; among equal F1s the highest threshold wins (fewer false alarms). With
+    `max_false_alarms`, only thresholds with at most that many false alarms per 10 minutes of the
+    drug-free sentences are candidates. The threshold returned sits `ROUNDING` below the chosen
+    score: detections report their score to 4 decimals, and the spotter compares the unrounded one."""
     candidates = sorted({name["spot_score"] for sentence in sentences for name in sentence["found"]
                          if name["spot_score"] >= floor}, reverse=True)
     if not any(sentence["names"] for sentence in sentences):
         raise ValueError("no sentence names a drug: a threshold cannot be fitted on drug-free sentences alone")
     if not candidates:
         raise ValueError(f"nothing was spotted at or above {floor} per letter: the model does not spot these sentences")
+    if max_false_alarms is not None and not any(not sentence["names"] for sentence in sentences):
+        raise ValueError("a false-alarm limit needs drug-free sentences to count false alarms on (drug_free_sentences_per_voice, "
+                         "drug_free_words_per_voice or decoy_sentences_per_voice in the recipe)")
     best = None
     for threshold in candidates:  # highest first: a tie keeps the higher threshold
         scored = score_spotting(sentences, threshold, names)
+        if max_false_alarms is not None and scored["false_alarms_per_10_min"] > max_false_alarms:
+            break  # a lower threshold only adds detections
         if best is None or scored["f1"] > best["f1"]:
             best = scored
+    if best is None:
+        raise ValueError(f"every threshold at which something is spotted gives more than {max_false_alarms:g} false alarms per 10 "
+                         "minutes of the drug-free sentences")
     if best["f1"] == 0:
         raise ValueError("no detection at or above the floor names a drug of its sentence: F1 is 0 at every threshold")
     return {**best, "threshold": best["threshold"] - ROUNDING}
