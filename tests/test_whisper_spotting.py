@@ -117,14 +117,6 @@ def test_in_place_scores_are_the_whole_sentence_teacher_forced(model, tokenizer,
     best = max(float(expected.max()), heard)
     assert (expected[~ranked] < best - 6.0 + 1e-3).all()
     assert NAMES[int(scores.argmax())] == NAMES[int(expected.argmax())] == "metformin"
-    # for a detection threshold of -10 a token, each name is ranked as far below as that allows its tokens
-    gaps = spotter.gaps(-10.0)
-    name_tokens = torch.tensor([min(map(len, spelled)) for spelled in ranker.token_sequences])
-    assert torch.equal(gaps, torch.clamp(10.0 * name_tokens, min=6.0).double())
-    wide, _ = spotter.in_place(model, hidden, tokens, first, end, threshold=-10.0)
-    within = expected.double() >= best - gaps + 1e-3
-    assert within.sum() > (expected >= best - 6.0).sum() and torch.isfinite(wide[within]).all()
-    torch.testing.assert_close(wide[within], expected[within], atol=1e-3, rtol=0)
     # with one word of context: the sentence up to the end of the next word, not ended
     shorter = WhisperSpotter(ranker, HEADS, max_gap=6.0, context_words=1)
     scores, heard = shorter.in_place(model, hidden, tokens[:end] + encode(tokenizer, " tablet tablet"), first, end)
@@ -132,6 +124,27 @@ def test_in_place_scores_are_the_whole_sentence_teacher_forced(model, tokenizer,
                              for spellings in ranker.token_sequences])
     ranked = torch.isfinite(scores)
     torch.testing.assert_close(scores[ranked], expected[ranked], atol=1e-3, rtol=0)
+
+
+def test_given_a_threshold_the_best_name_is_found_as_far_down_as_the_threshold_lets_its_tokens_be(model, tokenizer, ranker):
+    """At a carrier word every name is far below the word itself (beyond `max_gap`): with a
+    detection threshold per token, the best name is still scored exactly when the threshold
+    times its tokens reaches it."""
+    hidden = steered(model, tokenizer, [" the patient takes metformin tablet"])[0]
+    tokens = encode(tokenizer, " the patient takes metformin tablet")
+    first, end = word_bounds(tokenizer, tokens)[2]  # "takes"
+    prefix, suffix = tokens[:first], tokens[end:] + [ranker.end_id]
+    teacher = ranker.sequence_scores(model, hidden[None], None, [prefix])[0]
+    expected = torch.tensor([float(ranker.sequence_scores(model, hidden[None], None, [prefix + list(spelled[0]) + suffix])[0] - teacher)
+                             for spelled in ranker.token_sequences])
+    spotter = WhisperSpotter(ranker, HEADS, max_gap=6.0)
+    scores, heard = spotter.in_place(model, hidden, tokens, first, end)
+    best = int(expected.argmax())
+    below = heard - float(expected[best])  # how far the best name is below the word
+    assert below > 6.0 and not torch.isfinite(scores[best])  # beyond max_gap: not ranked
+    per_token = below / float(spotter.name_tokens[best])
+    reaching, _ = spotter.in_place(model, hidden, tokens, first, end, threshold=-(per_token + 0.1))
+    assert int(reaching.argmax()) == best and float(reaching[best]) == pytest.approx(float(expected[best]), abs=1e-3)
 
 
 def test_in_place_scores_read_from_the_greedy_steps_are_the_same(model, tokenizer, ranker, monkeypatch):
@@ -198,7 +211,7 @@ def spot_transcript(spotter, model, tokenizer, clip, text: str, monkeypatch):
 
 def test_a_span_is_passed_over_only_where_the_search_would_rank_no_name(model, tokenizer):
     """The greedy steps give the span's own words' in-place score and a bound on every name's;
-    a span passed over by them is one whose search ranks no name. (Two names whose first
+    a span passed over by them is one where every name is further below than its gap. (Two names whose first
     tokens the carrier words do not start with, and one word of context: this random model
     is sure of the words, not of <|endoftext|>, so only there is the bound tight enough.)"""
     ranker = WhisperRanker(build_lexicon(["warfarin", "Lipitor"]), tokenizer, prompt_of(tokenizer), spellings="label")
@@ -215,7 +228,7 @@ def test_a_span_is_passed_over_only_where_the_search_would_rank_no_name(model, t
             assert heard_bound == pytest.approx(heard, abs=1e-3)
             assert (scores <= name_bounds + 1e-3).all()
             skipped = spotter.no_name_within_gap(model, steps, tokens, first, end)
-            assert not skipped or not torch.isfinite(scores).any()
+            assert not skipped or bool((scores < heard - spotter.gaps() + 1e-3).all())  # none could be within its gap
             passed_over.append((context, tokenizer.decode(tokens[first:end]).strip(), skipped))
     assert {word for context, word, skipped in passed_over if skipped} == {"the", "patient", "takes", "tablet"}, passed_over
     assert (1, "warfarin", False) in passed_over

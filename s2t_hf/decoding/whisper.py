@@ -539,8 +539,11 @@ class WhisperRanker:
     nats). `max_gap`: names more than this many nats below the best are not ranked, even if
     fewer than `top_k` names are then (a result may list fewer than `top_k` names): a
     fine-tuned model puts its 2nd to 5th names 15-30 nats down, and proving their exact order
-    costs most of the search (see `encoder_decoder_ranker`); a tensor (names,) gives each name
-    its own gap (a spotter's in place: long names may fall further below). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
+    costs most of the search (see `encoder_decoder_ranker`). `name_gaps` (names,): further below
+    than `max_gap`, an entry is still searched down to its own gap below the best entry, but
+    only while it could be the best of the entries with a finite gap (a spotter's in place:
+    the best name, though further below its span's own words than `max_gap`, can still pass a
+    threshold per token). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
     many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
     on a clip's work, nodes expanded plus nodes projected (None: none). `path_cache=False` recomputes each node's
     path instead of reading its ancestors' cached keys and values. `complete_sequences`: each
@@ -561,7 +564,7 @@ class WhisperRanker:
         spellings: str | Callable[[DrugName], list[str]] = "zero_shot",
         prune_margin: float | None = 0.0,
         top_k: int = 5,
-        max_gap: float | torch.Tensor | None = None,
+        max_gap: float | None = None,
         round_size: int = 8,
         round_band: float = 2.0,
         max_batch_nodes: int = 256,
@@ -569,6 +572,7 @@ class WhisperRanker:
         lookahead: int = 16,
         path_cache: bool = True,
         complete_sequences: list[list[tuple[int, ...]]] | None = None,
+        name_gaps: torch.Tensor | None = None,
     ):
         if not prompt_ids:
             raise ValueError("Whisper needs a decoder prompt: at least <|startoftranscript|>")
@@ -583,6 +587,9 @@ class WhisperRanker:
         self.prune_margin = prune_margin
         self.top_k = top_k
         self.max_gap = max_gap
+        if name_gaps is not None and (max_gap is None or len(name_gaps) != len(lexicon)):
+            raise ValueError("name_gaps extend max_gap: give max_gap, and one gap per name")
+        self.name_gaps = None if name_gaps is None else torch.as_tensor(name_gaps, dtype=torch.float64)
         self.round_size = round_size
         self.round_band = round_band
         self.max_batch_nodes = max_batch_nodes
@@ -810,9 +817,15 @@ class WhisperRanker:
         lower = self._name_scores(exact)
         top = lower.topk(min(search.top_k, lower.shape[1]), dim=1).values
         threshold = torch.minimum(top[:, -1], top[:, 0] - self.prune_margin)
-        name_threshold = threshold[:, None]
         if self.max_gap is not None:  # names that far below the best found so far are not ranked
-            name_threshold = torch.maximum(name_threshold, top[:, :1] - torch.as_tensor(self.max_gap, dtype=top.dtype))
+            threshold = torch.maximum(threshold, top[:, 0] - self.max_gap)
+        name_threshold = threshold[:, None]
+        if self.name_gaps is not None:
+            # further down, to its own gap, a name stays open while it could beat the best name found so far
+            named = torch.isfinite(self.name_gaps)
+            best_named = lower[:, named].max(1, keepdim=True).values
+            reach = torch.maximum(best_named, top[:, :1] - self.name_gaps.masked_fill(~named, -float("inf")))
+            name_threshold = torch.minimum(name_threshold, reach)
             threshold = name_threshold.min(1).values  # the loosest, for the round's cutoff
         open_names = name_bound >= name_threshold
         open_spellings = torch.zeros(clips, len(self.sequences) + 1)

@@ -20,11 +20,11 @@ encoder-decoder, has no output frames to align a name to; for one window of audi
    tree per span (`WhisperRanker` with `complete_sequences`: name + rest of the sentence), in which
    the span's own words are one more entry, scored alike. `spot_score` is the best name's score
    less the span's own words', per token of the name, at most 0 (0: the model's own reading is
-   the name), on the scale of CTC spotting's per-letter ratio. A name is ranked only within
-   its gap of the best entry: `max_gap` nats, or, given the detection threshold, as far below
-   as the threshold lets a name of its tokens be (a long name misheard may be further down
-   than `max_gap` and still count), whichever is more. A span none of whose names comes that
-   close is no detection.
+   the name), on the scale of CTC spotting's per-letter ratio. Names are ranked within
+   `max_gap` nats of the best entry; given the detection threshold, the best name is also
+   found as far below the span's own words as the threshold lets a name of its tokens be (a
+   long name misheard may be further down than `max_gap` and still count). A span whose best
+   name is further down than both is no detection.
 4. Times: OpenAI's word timing from the cross-attention of the alignment heads its generation
    config names (`alignment_heads`): each head's weights normalised over the tokens,
    median-filtered over frames, averaged, and aligned to the frames by dynamic time warping;
@@ -222,9 +222,9 @@ class WhisperSpotter:
         self.name_tokens = torch.tensor([min(map(len, spellings)) for spellings in ranker.token_sequences], dtype=torch.float64)
 
     def gaps(self, threshold: float | None = None) -> torch.Tensor | None:
-        """Each name's gap (names,): nats below the best entry within which it is ranked in
-        place, `max_gap` or, for a detection `threshold` per token, -threshold x its tokens,
-        whichever is more (None: `max_gap` None, every name)."""
+        """Each name's gap (names,): nats below the best entry within which it is searched in
+        place (`WhisperRanker`'s `name_gaps`), `max_gap` or, for a detection `threshold` per
+        token, -threshold x its tokens, whichever is more (None: `max_gap` None, every name)."""
         if self.max_gap is None:
             return None
         gaps = torch.full_like(self.name_tokens, self.max_gap)
@@ -279,9 +279,9 @@ class WhisperSpotter:
     def no_name_within_gap(self, model, steps: GreedySteps | None, tokens: list[int], first: int, end: int,
                            threshold: float | None = None) -> bool:
         """Whether, by `greedy_bounds`, no lexicon name can score within its gap (`gaps`) of the
-        span's own words in place: then `in_place` would rank no name there (its search proves
-        the same at a few decoder passes and projections), and the span is passed over.
-        `GREEDY_TOLERANCE` covers the two computations' rounding."""
+        span's own words in place: then no name can pass `threshold` there, and the span is
+        passed over without the search (which would prove the same at a few decoder passes and
+        projections). `GREEDY_TOLERANCE` covers the two computations' rounding."""
         gaps = self.gaps(threshold)
         bounds = None if steps is None or gaps is None else self.greedy_bounds(model, steps, tokens, first, end)
         return bounds is not None and bool((bounds[1] < bounds[0] - gaps - GREEDY_TOLERANCE).all())
@@ -303,10 +303,10 @@ class WhisperSpotter:
         sequences.append([span + suffix])
         gaps = self.gaps(threshold)
         if gaps is not None:
-            gaps = torch.cat([gaps, gaps.new_tensor([self.max_gap])])  # the span's own words: an entry like the names
+            gaps = torch.cat([gaps, gaps.new_tensor([-float("inf")])])  # the span's own words: no gap of their own, not a name
         in_place = WhisperRanker(
             [*self.ranker.lexicon, DrugName(HEARD, HEARD)], self.ranker.tokenizer, self.ranker.prompt_ids + list(tokens[:first]),
-            prune_margin=0.0, top_k=top_k + 1, max_gap=gaps, complete_sequences=sequences,
+            prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap, complete_sequences=sequences, name_gaps=gaps,
         )
         scores = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross, known=greedy)[0]
         return scores[:-1], float(scores[-1])
