@@ -465,8 +465,8 @@ def greedy_decode(
     if steps is not None:
         for clip, clip_steps in enumerate(recorded):
             read = prompt_length + len(clip_steps) - 1  # positions read: the prompt's and every token's but the last
-            states, normalisers = (torch.stack(part) for part in zip(*clip_steps))
-            steps.append(GreedySteps(tokens_of[clip], prompt_length, states, normalisers, [cache[clip, :read] for cache in keys],
+            clip_states, clip_normalisers = (torch.stack(part) for part in zip(*clip_steps))
+            steps.append(GreedySteps(tokens_of[clip], prompt_length, clip_states, clip_normalisers, [cache[clip, :read] for cache in keys],
                                      [cache[clip, :read] for cache in values]))
     return tokens_of, scores
 
@@ -539,21 +539,21 @@ class WhisperRanker:
     nats). `max_gap`: names more than this many nats below the best are not ranked, even if
     fewer than `top_k` names are then (a result may list fewer than `top_k` names): a
     fine-tuned model puts its 2nd to 5th names 15-30 nats down, and proving their exact order
-    costs most of the search (see `encoder_decoder_ranker`). `name_gaps` (names,): further below
-    than `max_gap`, an entry is still searched down to its own gap below the best entry, but
-    only while it could be the best of the entries with a finite gap (a spotter's in place:
-    the best name, though further below its span's own words than `max_gap`, can still pass a
-    threshold per token). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
+    costs most of the search (see `encoder_decoder_ranker`). None expands the whole tree (exhaustive: every name scored, seconds a clip). `round_size`, `round_band`, `lookahead`, `max_batch_nodes`: how
     many prefixes a round expands per clip (see the module docstring). `max_expansions`: a cap
     on a clip's work, nodes expanded plus nodes projected (None: none). `path_cache=False` recomputes each node's
     path instead of reading its ancestors' cached keys and values. `complete_sequences`: each
     name's token sequences after the prompt, as scored (instead of `spellings` + <|endoftext|>;
     spotting ranks names in place, each followed by the next words of a sentence:
-    `whisper_spotting`); `token_sequences` holds the spellings' ids otherwise. After `scores`,
-    `last_stats` holds a dict per clip: nodes expanded (run through the decoder; the root, the
-    prompt, counts one), projections (onto the whole vocabulary), how many of those came in a
-    later round than the expansion, rounds, names scored, and whether the result is proven
-    exact.
+    `whisper_spotting`); `token_sequences` holds the spellings' ids otherwise. `name_gaps`
+    (names,), with `max_gap`: further below than `max_gap`, an entry is still searched down to
+    its own gap below the best entry, but only while it could be the best of the entries with a
+    finite gap (spotting in place: the best name, though further below the span's own words
+    than `max_gap`, can still pass a threshold per token). After `scores`, `last_stats` holds a
+    dict per clip: nodes expanded (run through the decoder; the root, the prompt, counts one),
+    projections (onto the whole vocabulary), how many of those came in a later round than the
+    expansion, rounds, names scored, nodes known (read from a greedy decoding's steps: `known`),
+    and whether the result is proven exact.
     """
 
     def __init__(

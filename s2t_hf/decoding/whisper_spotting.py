@@ -317,8 +317,8 @@ class WhisperSpotter:
         """One window (`encoder_hidden` (frames, d_model); `audio_frames` of them hold audio):
         its transcript's text tokens and every candidate span, ranked in place, best
         `spot_score` first, overlapping spans dropped after the first. `threshold`: the
-        detection threshold (per token) the caller will apply, so that every name that could
-        pass it is ranked (`gaps`)."""
+        detection threshold (per token) the caller will apply, so that a span's best name is
+        found wherever it could pass it (`gaps`)."""
         stacked = stacked_cross_keys_values(_parts(model)[0], encoder_hidden[None])  # the window's, once for all its reads
         steps: list[GreedySteps] = []
         tokens = self.transcribe(model, encoder_hidden, max_new_tokens, stacked, steps=steps)
