@@ -124,6 +124,22 @@ def test_s2t_spot_cuts_a_long_recording_into_windows_and_reports_times_within_it
     assert none.names == []
 
 
+def test_whisper_windows_batched_spot_as_one_at_a_time(tmp_path, lexicon, monkeypatch):
+    """A recording of several windows: decoded side by side (`WHISPER_WINDOW_BATCH`), each
+    window's transcript and names are what it gives decoded alone."""
+    from s2t_hf.inference import spotting
+
+    from .families import whisper_tiny_en
+
+    whisper = S2T.from_pretrained(whisper_tiny_en(tmp_path / "tiny"), lexicon=lexicon)  # random weights: some transcript per window
+    samples = np.random.default_rng(1).normal(size=16000 * 50).astype(np.float32) * 0.1
+    together = whisper.spot((samples, 16000))
+    monkeypatch.setattr(spotting, "WHISPER_WINDOW_BATCH", 1)
+    alone = whisper.spot((samples, 16000))
+    assert len(spotting.pause_windows(samples, 20 * 16000, 4 * 16000)) == 3
+    assert together.transcript and together.to_dict() == alone.to_dict()
+
+
 def test_spotting_with_a_model_that_cannot_names_what_to_use(tmp_path, lexicon):
     from .families import speech2text_small, whisper_tiny_en
 

@@ -161,26 +161,32 @@ def test_in_place_scores_read_from_the_greedy_steps_are_the_same(model, tokenize
 
     def recorded(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        stats.append(self.last_stats[0])
+        stats.append({**self.last_stats[0], "entries": len(self)})
         return result
 
     monkeypatch.setattr(WhisperRanker, "scores", recorded)
-    spotter = WhisperSpotter(ranker, HEADS, max_gap=6.0)
-    for first, end in word_bounds(tokenizer, tokens):
-        searched, heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked)
-        read, read_heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked, greedy=steps)
-        assert read_heard == pytest.approx(heard, abs=1e-3)
-        # the names within the gap of the best entry, ranked alike (a name further down is scored or not
-        # as the search's path happened to reach it: -inf or its exact score)
-        ranked = searched >= max(float(searched.max()), heard) - 6.0
-        assert torch.equal(read >= max(float(read.max()), read_heard) - 6.0, ranked)
-        torch.testing.assert_close(read[ranked], searched[ranked], atol=1e-3, rtol=0)
-        both = torch.isfinite(read) & torch.isfinite(searched)
-        torch.testing.assert_close(read[both], searched[both], atol=1e-3, rtol=0)
-        without, known = stats[-2:]
-        # every node along the rest of the transcript but its last (a leaf) is read: the root and one per token
-        assert known["nodes_known"] == len(tokens) - first + 1 and without["nodes_known"] == 0
-        assert known["nodes_expanded"] < without["nodes_expanded"] and known["projections"] < without["projections"]
+    left_out = []
+    for gap in (6.0, 1.0):  # a narrow gap: names the bound leaves out
+        spotter = WhisperSpotter(ranker, HEADS, max_gap=gap)
+        for first, end in word_bounds(tokenizer, tokens):
+            searched, heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked)
+            read, read_heard = spotter.in_place(model, hidden, tokens, first, end, stacked_cross=stacked, greedy=steps)
+            assert read_heard == pytest.approx(heard, abs=1e-3)
+            # the names within the gap of the best entry, ranked alike (a name further down is scored or not
+            # as the search's path happened to reach it: -inf or its exact score)
+            ranked = searched >= max(float(searched.max()), heard) - gap
+            assert torch.equal(read >= max(float(read.max()), read_heard) - gap, ranked)
+            torch.testing.assert_close(read[ranked], searched[ranked], atol=1e-3, rtol=0)
+            both = torch.isfinite(read) & torch.isfinite(searched)
+            torch.testing.assert_close(read[both], searched[both], atol=1e-3, rtol=0)
+            without, known = stats[-2:]
+            # every node along the rest of the transcript but its last (a leaf) is read: the root and one per token
+            assert known["nodes_known"] == len(tokens) - first + 1 and without["nodes_known"] == 0
+            assert known["nodes_expanded"] < without["nodes_expanded"] and known["projections"] < without["projections"]
+            # every name in the tree without the steps; with them, the names whose bound shows them beyond their gap are left out
+            assert without["entries"] == len(NAMES) + 1 and known["entries"] <= without["entries"]
+            left_out.append(without["entries"] - known["entries"])
+    assert any(left_out), left_out  # some span's tree had names left out, and the scores above came out the same
     with pytest.raises(ValueError, match="prompt"):  # steps of another transcript
         spotter.in_place(model, hidden, encode(tokenizer, " a patient takes metformin tablet"), 3, 4, stacked_cross=stacked, greedy=steps)
 
@@ -201,11 +207,11 @@ def spot_transcript(spotter, model, tokenizer, clip, text: str, monkeypatch):
     covers the greedy transcript), and the steps its greedy decoding would have recorded."""
     tokens = encode(tokenizer, text)
 
-    def transcribe(model, hidden, *args, steps=None, **kwargs):
-        steps.append(forced_steps(model, hidden, spotter.ranker.prompt_ids, tokens, spotter.ranker.end_id))
-        return tokens
+    def transcribe_windows(model, hidden, *args, steps=None, **kwargs):
+        steps.append(forced_steps(model, hidden[0], spotter.ranker.prompt_ids, tokens, spotter.ranker.end_id))
+        return [tokens]
 
-    monkeypatch.setattr(spotter, "transcribe", transcribe)
+    monkeypatch.setattr(spotter, "transcribe_windows", transcribe_windows)
     return spotter.spot(model, clip, audio_frames=20)
 
 
@@ -251,6 +257,29 @@ def test_two_names_in_one_sentence_are_both_found(model, tokenizer, ranker, monk
     clip = steered(model, tokenizer, [" stop warfarin take heparin"], steps=150)[0]
     _, spans = spot_transcript(spotter, model, tokenizer, clip, " stop warfarin take heparin", monkeypatch)
     assert [NAMES[int(span.scores.argmax())] for span in spans if span.spot_score >= -1.0] == ["warfarin", "heparin"]
+
+
+def test_windows_spotted_side_by_side_give_what_each_gives_alone(model, tokenizer, ranker):
+    """`spot_windows` decodes the windows' transcripts together (one vocabulary projection a
+    step for all): the same transcripts, spans, scores and times as `spot` on each window."""
+    spotter = WhisperSpotter(ranker, HEADS, fuzzy_cutoff=0.0)  # every run of words a candidate: spans to compare
+    clips = steered(model, tokenizer, [" stop warfarin take heparin", " the patient takes a tablet", " metformin"], steps=60)
+    together = spotter.spot_windows(model, clips, [20, 14, 8])
+    alone = [spotter.spot(model, clip, frames) for clip, frames in zip(clips, [20, 14, 8])]
+    assert sum(len(spans) for _, spans in alone) >= 3
+    for (tokens, spans), (own_tokens, own_spans) in zip(together, alone):
+        assert tokens == own_tokens and len(spans) == len(own_spans)
+        for span, own in zip(spans, own_spans):
+            assert (span.first, span.end, span.heard) == (own.first, own.end, own.heard)
+            assert (span.start, span.stop) == pytest.approx((own.start, own.stop))
+            torch.testing.assert_close(span.scores, own.scores, atol=1e-3, rtol=0)
+            assert span.spot_score == pytest.approx(own.spot_score, abs=1e-3)
+    # above every spot_score (<= 0): the same spans, untimed (times are read only where a name is reported)
+    untimed = spotter.spot_windows(model, clips, [20, 14, 8], threshold=0.5)
+    for (_, spans), (_, timed) in zip(untimed, together):
+        assert [span.first for span in spans] == [span.first for span in timed]
+        assert all(np.isnan(span.start) and np.isnan(span.stop) for span in spans)
+        assert all(np.isfinite(span.start) and np.isfinite(span.stop) for span in timed)
 
 
 def test_a_looping_transcript_is_cut_after_its_first_saying():

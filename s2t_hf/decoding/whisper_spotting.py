@@ -73,8 +73,10 @@ HEARD = "<heard>"  # the span's own words, ranked beside the names
 @dataclass
 class InPlaceSpan:
     """A candidate span of one window's transcript: text tokens [first, end), its seconds from
-    the window's start, every name's in-place score (names,) (-inf: not ranked), the span's own
-    words' score on the same scale, and `spot_score` (see the module docstring)."""
+    the window's start (NaN in a window where no span reached the threshold given to `spot`:
+    times are read only where a name is reported), every name's in-place score (names,) (-inf:
+    not ranked), the span's own words' score on the same scale, and `spot_score` (see the module
+    docstring)."""
 
     first: int
     end: int
@@ -231,19 +233,29 @@ class WhisperSpotter:
         return gaps if threshold is None else torch.maximum(gaps, -threshold * self.name_tokens)
 
     @torch.no_grad()
+    def transcribe_windows(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None,
+                           stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                           steps: list[GreedySteps] | None = None) -> list[list[int]]:
+        """Each window's greedy transcript, text tokens only, the windows (`encoder_hidden`
+        (windows, frames, d_model)) decoded side by side: each step projects every running
+        window's state onto the vocabulary in one product, whose weights (80 MB in float32 for
+        tiny.en) are read once for all of them. At most `TOKENS_PER_SECOND` tokens a second of
+        the window (Whisper's own 448 per 30 s): a transcript that loops on itself is cut there.
+        `stacked_cross`: the windows' cross-attention keys and values if already computed
+        (`stacked_cross_keys_values`). `steps`: an empty list to receive each window's greedy
+        steps (`GreedySteps`)."""
+        decoder, _ = _parts(model)
+        window_tokens = max(1, round(encoder_hidden.shape[1] * SECONDS_PER_FRAME * TOKENS_PER_SECOND))
+        limit = min(window_tokens, max_new_tokens or window_tokens)
+        prompted = Prompted(decoder, list(encoder_hidden), self.ranker.prompt_ids, stacked_cross)
+        transcripts, _ = self.ranker.greedy(model, prompted, limit, steps)
+        return [cut_repetition([token for token in tokens if token != self.ranker.end_id]) for tokens in transcripts]
+
     def transcribe(self, model, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None,
                    stacked_cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
                    steps: list[GreedySteps] | None = None) -> list[int]:
-        """One clip's greedy transcript, text tokens only. `encoder_hidden`: (frames, d_model). At
-        most `TOKENS_PER_SECOND` tokens a second of the window (Whisper's own 448 per 30 s): a
-        transcript that loops on itself is cut there. `stacked_cross`: the window's cross-attention
-        keys and values if already computed (`stacked_cross_keys_values` of `encoder_hidden[None]`).
-        `steps`: an empty list to receive the greedy steps (`GreedySteps`)."""
-        decoder, _ = _parts(model)
-        window_tokens = max(1, round(encoder_hidden.shape[0] * SECONDS_PER_FRAME * TOKENS_PER_SECOND))
-        limit = min(window_tokens, max_new_tokens or window_tokens)
-        tokens, _ = self.ranker.greedy(model, Prompted(decoder, [encoder_hidden], self.ranker.prompt_ids, stacked_cross), limit, steps)
-        return cut_repetition([token for token in tokens[0] if token != self.ranker.end_id])
+        """One window's greedy transcript (`encoder_hidden` (frames, d_model)): `transcribe_windows`."""
+        return self.transcribe_windows(model, encoder_hidden[None], max_new_tokens, stacked_cross, steps)[0]
 
     def heard_sequence(self, tokens: list[int], first: int, end: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The span's own words and what follows them in place, as `in_place` scores every
@@ -296,20 +308,29 @@ class WhisperSpotter:
         span's own words' score: log P(prefix, entry, rest of the transcript, <|endoftext|> |
         audio) less log P(prefix | audio), the same for every entry. `stacked_cross`: as for
         `transcribe`; `greedy`: the steps of the greedy decoding that wrote `tokens` (with
-        `stacked_cross`): the prefix and the span's own words are read from them. `threshold`:
-        the detection threshold per token that the names' gaps allow for (`gaps`)."""
+        `stacked_cross`): the prefix and the span's own words are read from them, and the names
+        that `greedy_bounds` shows to be further below the span's own words than their gap
+        (-inf here, as the search would leave them) are left out of the search's tree.
+        `threshold`: the detection threshold per token that the names' gaps allow for (`gaps`)."""
         span, suffix = self.heard_sequence(tokens, first, end)
-        sequences = [[tuple(spelling) + suffix for spelling in spellings] for spellings in self.ranker.token_sequences]
-        sequences.append([span + suffix])
         gaps = self.gaps(threshold)
+        names = torch.arange(len(self.ranker.lexicon))
+        bounds = None if greedy is None or gaps is None else self.greedy_bounds(model, greedy, tokens, first, end)
+        if bounds is not None:  # the tree holds only the names that can come within their gap of the span's own words
+            names = torch.nonzero(bounds[1] >= bounds[0] - gaps - GREEDY_TOLERANCE)[:, 0]
+        sequences = [[tuple(spelling) + suffix for spelling in self.ranker.token_sequences[name]] for name in names.tolist()]
+        sequences.append([span + suffix])
         if gaps is not None:
-            gaps = torch.cat([gaps, gaps.new_tensor([-float("inf")])])  # the span's own words: no gap of their own, not a name
+            gaps = torch.cat([gaps[names], gaps.new_tensor([-float("inf")])])  # the span's own words: no gap of their own, not a name
         in_place = WhisperRanker(
-            [*self.ranker.lexicon, DrugName(HEARD, HEARD)], self.ranker.tokenizer, self.ranker.prompt_ids + list(tokens[:first]),
-            prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap, complete_sequences=sequences, name_gaps=gaps,
+            [*(self.ranker.lexicon[name] for name in names.tolist()), DrugName(HEARD, HEARD)], self.ranker.tokenizer,
+            self.ranker.prompt_ids + list(tokens[:first]), prune_margin=0.0, top_k=top_k + 1, max_gap=self.max_gap,
+            complete_sequences=sequences, name_gaps=gaps,
         )
-        scores = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross, known=greedy)[0]
-        return scores[:-1], float(scores[-1])
+        searched = in_place.scores(model, encoder_hidden[None], stacked_cross=stacked_cross, known=greedy)[0]
+        scores = torch.full((len(self.ranker.lexicon),), -float("inf"), dtype=searched.dtype)
+        scores[names] = searched[:-1]
+        return scores, float(searched[-1])
 
     @torch.no_grad()
     def spot(self, model, encoder_hidden: torch.Tensor, audio_frames: int, top_k: int = 5,
@@ -318,18 +339,34 @@ class WhisperSpotter:
         its transcript's text tokens and every candidate span, ranked in place, best
         `spot_score` first, overlapping spans dropped after the first. `threshold`: the
         detection threshold (per token) the caller will apply, so that a span's best name is
-        found wherever it could pass it (`gaps`)."""
-        stacked = stacked_cross_keys_values(_parts(model)[0], encoder_hidden[None])  # the window's, once for all its reads
+        found wherever it could pass it (`gaps`), and times are read only for a window where a
+        span passes it."""
+        return self.spot_windows(model, encoder_hidden[None], [audio_frames], top_k, max_new_tokens, threshold)[0]
+
+    @torch.no_grad()
+    def spot_windows(self, model, encoder_hidden: torch.Tensor, audio_frames: list[int], top_k: int = 5,
+                     max_new_tokens: int | None = None, threshold: float | None = None) -> list[tuple[list[int], list[InPlaceSpan]]]:
+        """`spot` for several windows at once (`encoder_hidden` (windows, frames, d_model), a
+        recording's or several's): their transcripts are decoded side by side
+        (`transcribe_windows`), then each window's spans are ranked in place as `spot` does."""
+        stacked = stacked_cross_keys_values(_parts(model)[0], encoder_hidden)  # the windows', once for all their reads
         steps: list[GreedySteps] = []
-        tokens = self.transcribe(model, encoder_hidden, max_new_tokens, stacked, steps=steps)
-        greedy = steps[0] if steps else None
+        transcripts = self.transcribe_windows(model, encoder_hidden, max_new_tokens, stacked, steps=steps)
+        results = []
+        for window, tokens in enumerate(transcripts):
+            own = [(keys[window : window + 1], values[window : window + 1]) for keys, values in stacked]
+            greedy = steps[window] if steps else None
+            results.append((tokens, self._ranked_spans(model, encoder_hidden[window], audio_frames[window], tokens, own, greedy,
+                                                       top_k, threshold)))
+        return results
+
+    def _ranked_spans(self, model, encoder_hidden: torch.Tensor, audio_frames: int, tokens: list[int],
+                      stacked: list[tuple[torch.Tensor, torch.Tensor]], greedy: GreedySteps | None, top_k: int,
+                      threshold: float | None) -> list[InPlaceSpan]:
+        """One window's candidate spans of its transcript `tokens`, each ranked in place (see `spot`)."""
         candidates = candidate_spans(self.ranker.tokenizer, tokens, self.labels, self.max_words, self.fuzzy_cutoff)
         candidates = [(first, end, text) for first, end, text in candidates
                       if not self.no_name_within_gap(model, greedy, tokens, first, end, threshold)]
-        if not candidates:
-            return tokens, []
-        times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames, self.alignment_heads,
-                            [(keys[0], values[0]) for keys, values in stacked])
         spans = []
         for first, end, text in candidates:
             scores, heard_score = self.in_place(model, encoder_hidden, tokens, first, end, top_k, stacked, greedy, threshold)
@@ -338,6 +375,12 @@ class WhisperSpotter:
                 continue  # no name within its gap of the span's own words
             name_tokens = min(len(spelling) for spelling in self.ranker.token_sequences[best])
             ratio = min(0.0, (float(scores[best]) - heard_score) / name_tokens) if np.isfinite(heard_score) else 0.0
-            spans.append(InPlaceSpan(first, end, text, float(times[first]), float(times[end]), scores, heard_score, ratio))
-        kept = best_disjoint(sorted(spans, key=lambda span: -span.spot_score), lambda span: (span.first, span.end))
-        return tokens, sorted(kept, key=lambda span: span.first)
+            spans.append(InPlaceSpan(first, end, text, float("nan"), float("nan"), scores, heard_score, ratio))
+        kept = sorted(best_disjoint(sorted(spans, key=lambda span: -span.spot_score), lambda span: (span.first, span.end)),
+                      key=lambda span: span.first)
+        if any(threshold is None or span.spot_score >= threshold for span in kept):  # times only where a name is reported
+            times = token_times(model, encoder_hidden, self.ranker.prompt_ids, tokens, self.ranker.end_id, audio_frames,
+                                self.alignment_heads, [(keys[0], values[0]) for keys, values in stacked])
+            for span in kept:
+                span.start, span.stop = float(times[span.first]), float(times[span.end])
+        return kept

@@ -36,6 +36,8 @@ from .results import BatchScores, Candidate
 # (F1 0.90 there; benchmarks/results/spotting_validation.json); another model may want another.
 DEFAULT_THRESHOLD = -2.0
 SPAN_MARGIN_FRAMES = 2  # frames either side of a span kept when the span is rescored
+# Whisper windows decoded side by side: each greedy step reads the vocabulary projection's weights once for all of them
+WHISPER_WINDOW_BATCH = 8
 
 
 @dataclass
@@ -131,17 +133,19 @@ def spot(
         overlap_seconds = min(overlap_seconds, window_seconds / 4)
     clip = read_usable_audio(audio)  # no duration limit: recordings of minutes are cut into windows
     window, step = round(window_seconds * SAMPLING_RATE), round((window_seconds - overlap_seconds) * SAMPLING_RATE)
+    if isinstance(spotter, WhisperSpotter):
+        # Whisper reads a window as a whole utterance: windows end at pauses, without overlap
+        # (a window starting inside a word is heard as another word, or as a loop); they are
+        # decoded `WHISPER_WINDOW_BATCH` at a time
+        pieces = pause_windows(clip, window, round(overlap_seconds * SAMPLING_RATE))
+        results = _whisper_windows(recogniser, spotter, [clip[start:stop] for start, stop in pieces], threshold, top_k, log_prior)
+    else:
+        pieces = [(start, start + window) for start in window_starts(len(clip), window, step)]
+        results = (_ctc_window(recogniser, spotter, clip[start:stop], threshold, top_k, log_prior) for start, stop in pieces)
     found: list[list[TimedName]] = []
     details: list[SpottedName] = []
     transcripts = []
-    if isinstance(spotter, WhisperSpotter):
-        # Whisper reads a window as a whole utterance: windows end at pauses, without overlap
-        # (a window starting inside a word is heard as another word, or as a loop)
-        spot_window, pieces = _whisper_window, pause_windows(clip, window, round(overlap_seconds * SAMPLING_RATE))
-    else:
-        spot_window, pieces = _ctc_window, [(start, start + window) for start in window_starts(len(clip), window, step)]
-    for start, stop in pieces:
-        transcript, spotted = spot_window(recogniser, spotter, clip[start:stop], threshold, top_k, log_prior)
+    for (start, _), (transcript, spotted) in zip(pieces, results):
         transcripts.append(transcript)
         offset = start / SAMPLING_RATE
         window_found = []
@@ -185,22 +189,28 @@ def _ctc_window(recogniser, spotter: CTCSpotter, piece, threshold: float, top_k:
     return transcript, spotted
 
 
-def _whisper_window(recogniser, spotter: WhisperSpotter, piece, threshold: float, top_k: int, log_prior) -> tuple[str, list[SpottedName]]:
-    """One window of a Whisper model: its greedy transcript and the names found in it, each
-    ranked in place (`WhisperSpotter`); the span's own words stand in for the free transcript
-    of `S2T.results`' not-in-lexicon answer. With a prior, names the in-place search left out
-    (more than its gap below the best) stay out."""
-    extractor = recogniser.processor.feature_extractor
-    inputs = pad_features(extractor, clip_features(extractor, [piece]))
-    audio_frames = -(-int(inputs.pop(INPUT_LENGTHS)[0]) // extractor.hop_length // 2)  # the encoder halves the mel frames
-    hidden = recogniser.model.get_encoder()(input_features=inputs["input_features"].to(recogniser.model.device)).last_hidden_state[0]
-    tokens, spans = spotter.spot(recogniser.model, hidden, audio_frames, top_k, recogniser.max_new_tokens, threshold)
-    spotted = []
-    for span in spans:
-        if span.spot_score < threshold:
-            continue
-        scores = BatchScores([span.heard], span.scores[None], torch.tensor([span.heard_score]))
-        ranked = recogniser.results(scores, top_k, allow_out_of_lexicon=True, log_prior=log_prior)[0]
-        if ranked.candidates:
-            spotted.append(_spotted(ranked, span.start, span.stop, span.spot_score))
-    return recogniser.processor.tokenizer.decode(tokens).strip(), spotted
+def _whisper_windows(recogniser, spotter: WhisperSpotter, pieces: list, threshold: float, top_k: int,
+                     log_prior) -> list[tuple[str, list[SpottedName]]]:
+    """Windows of a Whisper model, `WHISPER_WINDOW_BATCH` at a time through the encoder and the
+    greedy transcript: each one's transcript and the names found in it, each ranked in place
+    (`WhisperSpotter`); the span's own words stand in for the free transcript of `S2T.results`'
+    not-in-lexicon answer. With a prior, names the in-place search left out (more than its gap
+    below the best) stay out. Times from each window's start."""
+    extractor, tokenizer = recogniser.processor.feature_extractor, recogniser.processor.tokenizer
+    results = []
+    for first in range(0, len(pieces), WHISPER_WINDOW_BATCH):
+        inputs = pad_features(extractor, clip_features(extractor, pieces[first : first + WHISPER_WINDOW_BATCH]))
+        # the frames holding audio: the encoder halves the mel frames
+        audio_frames = [-(-int(length) // extractor.hop_length // 2) for length in inputs.pop(INPUT_LENGTHS)]
+        hidden = recogniser.model.get_encoder()(input_features=inputs["input_features"].to(recogniser.model.device)).last_hidden_state
+        for tokens, spans in spotter.spot_windows(recogniser.model, hidden, audio_frames, top_k, recogniser.max_new_tokens, threshold):
+            spotted = []
+            for span in spans:
+                if span.spot_score < threshold:
+                    continue
+                scores = BatchScores([span.heard], span.scores[None], torch.tensor([span.heard_score]))
+                ranked = recogniser.results(scores, top_k, allow_out_of_lexicon=True, log_prior=log_prior)[0]
+                if ranked.candidates:
+                    spotted.append(_spotted(ranked, span.start, span.stop, span.spot_score))
+            results.append((tokenizer.decode(tokens).strip(), spotted))
+    return results
