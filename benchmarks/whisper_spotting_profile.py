@@ -108,7 +108,8 @@ def main() -> None:
     # every candidate span is bounded first; those the bound does not pass over are ranked in place
     passed_over = calls["candidate's bound from the greedy steps"] - calls["span ranked in place"]
     print(f"{len(rows)} sentences in {len(recordings)} recordings, {audio_seconds:.1f} s of audio, spotted in {total:.1f} s: "
-          f"real-time factor {total / audio_seconds:.3f} on {os.cpu_count()} cores ({noted_cpu_flags()}); {passed_over} candidate spans passed over")
+          f"real-time factor {total / audio_seconds:.3f} on {os.cpu_count()} cores ({noted_cpu_flags()}); "
+          f"{passed_over} candidate spans passed over")
     print("| part | s | calls | ms a call | ms a sentence |\n|---|---:|---:|---:|---:|")
     for row in table:
         print(f"| {row['part']} | {row['seconds']} | {row['calls']} | {row['ms_a_call']} | {row['ms_a_sentence']} |")
