@@ -5,7 +5,8 @@ CTC models spot with a filler arc around the lexicon graph (`decoding.spotting`)
 encoder-decoder, has no output frames to align a name to; for one window of audio instead:
 
 1. The model writes its greedy transcript (a model fine-tuned on sentences,
-   recipes/whisper-spotting.json, writes the names it hears in their lexicon spelling).
+   recipes/whisper-spotting.json, writes the names it hears in their lexicon spelling); a
+   recording's windows are decoded side by side (`spot_windows`).
 2. Candidate spans: runs of 1 to `max_words` of its words that resemble some lexicon name
    (rapidfuzz ratio at least `fuzzy_cutoff`; of overlapping runs the most alike): where a name
    may have been said, heard right or misheard. Most carrier words resemble none and cost
@@ -13,7 +14,8 @@ encoder-decoder, has no output frames to align a name to; for one window of audi
 3. Every lexicon name is scored in place at each candidate span, exactly (the words before the
    span and the span's own words are read from the transcript's greedy steps, not decoded
    again; a span where no name can come within its gap, below, of the span's own words, by a
-   bound from those steps, is passed over without a search: `no_name_within_gap`): log P(the transcript
+   bound from those steps, is passed over without a search: `no_name_within_gap`, and a
+   searched span's tree holds only the names that bound leaves within their gap): log P(the transcript
    with the span's words replaced by the name | audio), the words before the span given as
    the decoder prompt and the words after it following every name, so a name's score includes
    how well the rest of the sentence follows it. One pruned search over the lexicon's prefix
