@@ -286,6 +286,9 @@ def test_a_looping_transcript_is_cut_after_its_first_saying():
     assert cut_repetition([1, 2, 3, 7, 7, 7, 7, 7]) == [1, 2, 3, 7]
     assert cut_repetition([1, 5, 6, 5, 6, 5, 6, 5]) == [1, 5, 6]  # a run of two tokens, three times
     assert cut_repetition([1, 2, 2, 3, 4, 3, 4]) == [1, 2, 2, 3, 4, 3, 4]  # twice is speech ('ten ten'), not a loop
+    sentence = list(range(10, 24))  # a whole sentence looped, 14 tokens
+    assert cut_repetition([1, *sentence * 6, 9]) == [1, *sentence]
+    assert cut_repetition([1, *sentence * 2, 9]) == [1, *sentence * 2, 9]
     assert cut_repetition([]) == []
 
 

@@ -133,17 +133,22 @@ def best_disjoint(ranked: list, bounds) -> list:
     return kept
 
 
-def cut_repetition(tokens: list[int], longest: int = 8, times: int = 3) -> list[int]:
+def cut_repetition(tokens: list[int], longest: int | None = None, times: int = 3) -> list[int]:
     """The transcript up to where it starts repeating itself: at the first run of 1 to `longest`
-    tokens said `times` times in a row, only its first saying is kept ('stop phenazopyridine
-    phenazopyridine phenazopyridine ...' -> 'stop phenazopyridine'). Greedy decoding loops
-    like this where a window holds more speech than the model was trained on, or starts inside
-    a word; every repeat would otherwise be a candidate span of its own."""
+    tokens (None: any length) said `times` times in a row, only its first saying is kept ('stop
+    phenazopyridine phenazopyridine phenazopyridine ...' -> 'stop phenazopyridine'). Greedy
+    decoding loops like this where a window holds more speech than the model was trained on, or
+    starts inside a word, on a word or on a whole sentence (a test window looped "i ran out of
+    alodaterol yesterday please check the interaction between", 14 tokens, six times); every
+    repeat would otherwise be a candidate span of its own, searched with the rest of the loop
+    after it (that window took 85 s)."""
     for start in range(len(tokens)):
-        for size in range(1, longest + 1):
+        for size in range(1, (longest or len(tokens)) + 1):
+            if len(tokens) < start + size * times:
+                break
             run = tokens[start : start + size]
             repeats = [tokens[start + size * k : start + size * (k + 1)] for k in range(1, times)]
-            if len(tokens) >= start + size * times and all(repeat == run for repeat in repeats):
+            if all(repeat == run for repeat in repeats):
                 return tokens[: start + size]
     return tokens
 
