@@ -295,15 +295,23 @@ class WhisperSpotter:
         names.scatter_reduce_(0, self.name_of_spelling, log_probs[len(heard) :], "amax")
         return float(log_probs[: len(heard)].sum()), names
 
-    def no_name_within_gap(self, model, steps: GreedySteps | None, tokens: list[int], first: int, end: int,
-                           threshold: float | None = None) -> bool:
-        """Whether, by `greedy_bounds`, no lexicon name can score within its gap (`gaps`) of the
-        span's own words in place: then no name can pass `threshold` there, and the span is
-        passed over without the search (which would prove the same at a few decoder passes and
-        projections). `GREEDY_TOLERANCE` covers the two computations' rounding."""
+    def names_within_gap(self, model, steps: GreedySteps | None, tokens: list[int], first: int, end: int,
+                         threshold: float | None = None) -> torch.Tensor | None:
+        """The names that, by `greedy_bounds`, can score within their gap (`gaps`) of the span's
+        own words in place (indices, increasing); None where there is no bound (no steps, or no
+        gap: every name is searched). `GREEDY_TOLERANCE` covers the two computations' rounding."""
         gaps = self.gaps(threshold)
         bounds = None if steps is None or gaps is None else self.greedy_bounds(model, steps, tokens, first, end)
-        return bounds is not None and bool((bounds[1] < bounds[0] - gaps - GREEDY_TOLERANCE).all())
+        return None if bounds is None else torch.nonzero(bounds[1] >= bounds[0] - gaps - GREEDY_TOLERANCE)[:, 0]
+
+    def no_name_within_gap(self, model, steps: GreedySteps | None, tokens: list[int], first: int, end: int,
+                           threshold: float | None = None) -> bool:
+        """Whether no lexicon name can score within its gap of the span's own words in place
+        (`names_within_gap`): then no name can pass `threshold` there, and the span is passed
+        over without the search (which would prove the same at a few decoder passes and
+        projections)."""
+        names = self.names_within_gap(model, steps, tokens, first, end, threshold)
+        return names is not None and not len(names)
 
     @torch.no_grad()
     def in_place(
@@ -316,15 +324,14 @@ class WhisperSpotter:
         audio) less log P(prefix | audio), the same for every entry. `stacked_cross`: as for
         `transcribe`; `greedy`: the steps of the greedy decoding that wrote `tokens` (with
         `stacked_cross`): the prefix and the span's own words are read from them, and the names
-        that `greedy_bounds` shows to be further below the span's own words than their gap
-        (-inf here, as the search would leave them) are left out of the search's tree.
+        further below the span's own words than their gap by `names_within_gap` (-inf here, as
+        the search would leave them) are left out of the search's tree.
         `threshold`: the detection threshold per token that the names' gaps allow for (`gaps`)."""
         span, suffix = self.heard_sequence(tokens, first, end)
         gaps = self.gaps(threshold)
-        names = torch.arange(len(self.ranker.lexicon))
-        bounds = None if greedy is None or gaps is None else self.greedy_bounds(model, greedy, tokens, first, end)
-        if bounds is not None:  # the tree holds only the names that can come within their gap of the span's own words
-            names = torch.nonzero(bounds[1] >= bounds[0] - gaps - GREEDY_TOLERANCE)[:, 0]
+        names = self.names_within_gap(model, greedy, tokens, first, end, threshold)  # the tree holds only these
+        if names is None:
+            names = torch.arange(len(self.ranker.lexicon))
         sequences = [[tuple(spelling) + suffix for spelling in self.ranker.token_sequences[name]] for name in names.tolist()]
         sequences.append([span + suffix])
         if gaps is not None:
